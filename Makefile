@@ -1,0 +1,26 @@
+# Quick start: `make demo` runs the whole job on the bundled demo case; `make test` runs the tests.
+# Each target creates .venv with python3 -m venv and installs the package on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/motorband demo --out demo-out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q Testing
+
+bench: $(STAMP)
+	$(BIN)/python Testing/benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache
