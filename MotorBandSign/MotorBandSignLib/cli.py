@@ -1,0 +1,185 @@
+"""The ``motorband`` command (also ``python -m MotorBandSignLib``).
+
+    motorband run --magnitude M --phase P --out DIR [options]   whole pipeline on one case
+    motorband measure --out DIR --ribbon EDITED.seg.nrrd         re-measure with a corrected ribbon
+    motorband demo [--out DIR]                                   the bundled demo case, end to end
+
+Exit codes: 0 success, 2 bad input (the message names the problem and the fix), 1 internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .errors import CancelledError, InputError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
+
+
+class TerminalProgress:
+    """Progress on stderr: one updating line on a terminal, one line per step otherwise."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self.last = None
+
+    def __call__(self, fraction: float, message: str):
+        line = f"[{100 * fraction:5.1f}% {time.perf_counter() - self.t0:6.1f}s] {message}"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(78))
+            if fraction >= 1.0:
+                self.stream.write("\n")
+        elif message != self.last:
+            self.stream.write(line + "\n")
+        self.last = message
+        self.stream.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="motorband", description="Motor band sign on SWI: SWI, ribbon, heatmap, verdict.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the whole pipeline on one case")
+    r.add_argument("--magnitude", required=True, help="magnitude image (NIfTI/NRRD/DICOM folder; 4D = echoes)")
+    r.add_argument("--phase", help="phase image, same grid as the magnitude")
+    r.add_argument("--real", help="real part (instead of --phase, with --imag)")
+    r.add_argument("--imag", help="imaginary part (instead of --phase, with --real)")
+    r.add_argument("--out", required=True, help="output directory")
+    r.add_argument("--phase-units", default="auto", choices=["auto", "radians", "degrees", "siemens"])
+    r.add_argument("--handedness", default="right", choices=["right", "left"],
+                   help="phase sign convention: right (Siemens, Philips; default) or left (GE)")
+    r.add_argument("--te", type=float, nargs="+", default=[], metavar="SECONDS", help="echo time(s) in seconds")
+    r.add_argument("--t1", help="optional T1-weighted image on any grid, registered instead of the magnitude")
+    r.add_argument("--parcellation", help="FreeSurfer/SynthSeg label volume to use instead of the atlas")
+    r.add_argument("--labels", help="label preset for --parcellation: freesurfer, synthseg, or a label table file")
+    r.add_argument("--ribbon", help="a ribbon segmentation (.seg.nrrd or labels 1..4) to use as is")
+    r.add_argument("--highpass", choices=["homodyne", "unwrap"])
+    r.add_argument("--mask-type", choices=["negative", "positive", "tanh"])
+    r.add_argument("--mask-power", type=float)
+    r.add_argument("--mip-slab-mm", type=float)
+    r.add_argument("--bank-depth-mm", type=float)
+    r.add_argument("--z-threshold", type=float)
+    r.add_argument("--no-scene", action="store_true", help="skip writing scene.mrb")
+
+    m = sub.add_parser("measure", help="re-measure an output directory with an edited ribbon")
+    m.add_argument("--out", required=True, help="output directory of an earlier `motorband run`")
+    m.add_argument("--ribbon", required=True, help="edited ribbon (.seg.nrrd or a label volume)")
+    m.add_argument("--no-scene", action="store_true")
+
+    d = sub.add_parser("demo", help="generate the bundled demo case and run the whole job on it")
+    d.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
+    d.add_argument("--no-scene", action="store_true")
+    return ap
+
+
+def _params_from_args(a):
+    from .params import Parameters
+
+    return Parameters(
+        phase_units=a.phase_units, handedness=a.handedness, echo_times=tuple(a.te), highpass=a.highpass,
+        mask_type=a.mask_type, mask_power=a.mask_power, mip_slab_mm=a.mip_slab_mm,
+        bank_depth_mm=a.bank_depth_mm, z_threshold=a.z_threshold, labels=a.labels)
+
+
+def _summary(result, out: Path) -> str:
+    m = result.metrics
+    lines = [f"Pattern: {m['pattern']}" + ("  (control cortex diffusely dark: nonspecific)" if m.get("nonspecific_diffuse") else "")]
+    for side in ("left", "right"):
+        h = m["hemispheres"][side]
+        if h.get("measured"):
+            lines.append(f"  {side:5s}: band {'present' if h['band_present'] else 'absent':7s}  z_median {h['z_median']:+.2f}  "
+                         f"contrast {h['band_contrast']:.3f}  hypointense {100 * h['hypointense_fraction']:.0f}%")
+        else:
+            lines.append(f"  {side:5s}: not measured")
+    for w in m.get("warnings", []):
+        lines.append(f"  warning: {w}")
+    lines.append(f"Report: {out / 'report.html'}")
+    return "\n".join(lines)
+
+
+def cmd_run(a) -> int:
+    from . import io, outputs, pipeline
+
+    params = _params_from_args(a)
+    params.validate()
+    multi = len(a.te) > 1
+    mag = io.read_volume(a.magnitude, what="magnitude image", allow_4d=multi)
+    if mag.array.ndim == 4 and not multi:
+        raise InputError("the magnitude is 4D (several echoes) but fewer than two echo times were given: add --te T1 T2 ...")
+    if a.phase and (a.real or a.imag):
+        raise InputError("give either --phase or --real with --imag, not both.")
+    if not a.phase and not (a.real and a.imag):
+        raise InputError("no phase given: add --phase PHASE (or --real R --imag I).")
+    inputs = pipeline.Inputs(magnitude=mag)
+    if a.phase:
+        inputs.phase = io.read_volume(a.phase, what="phase image", allow_4d=multi)
+    else:
+        inputs.real = io.read_volume(a.real, what="real image", allow_4d=multi)
+        inputs.imag = io.read_volume(a.imag, what="imaginary image", allow_4d=multi)
+    if a.t1:
+        inputs.t1 = io.read_volume(a.t1, what="T1 image")
+    if a.parcellation:
+        inputs.parcellation = io.read_volume(a.parcellation, what="parcellation")
+        if not a.labels:
+            raise InputError("--parcellation needs --labels freesurfer|synthseg|TABLE to say what its numbers mean.")
+    ref = mag if mag.array.ndim == 3 else mag.with_array(mag.array[0])
+    if a.ribbon:
+        inputs.ribbon = outputs.read_ribbon(a.ribbon, ref)
+    progress = TerminalProgress()
+    result = pipeline.run(inputs, params, progress=progress)
+    out = outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress)
+    print(_summary(result, Path(out)))
+    return EXIT_OK
+
+
+def cmd_measure(a) -> int:
+    from . import outputs, pipeline
+
+    prev = outputs.load_result(a.out)
+    rib = outputs.read_ribbon(a.ribbon, prev.swi)
+    result = pipeline.remeasure(prev, rib)
+    out = outputs.write_outputs(result, a.out, with_scene=not a.no_scene)
+    print(_summary(result, Path(out)))
+    return EXIT_OK
+
+
+def cmd_demo(a) -> int:
+    from . import outputs, phantom, pipeline
+
+    progress = TerminalProgress()
+    progress(0.0, "Generating the demo case (cached after the first run)")
+    case = phantom.demo_case()
+    inputs = pipeline.Inputs(magnitude=case.magnitude, phase=case.phase)
+    from .params import Parameters
+
+    result = pipeline.run(inputs, Parameters(), progress=progress)
+    out = outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress)
+    print(_summary(result, Path(out)))
+    print(f"Demo truth: expected pattern '{case.expected_pattern}'.")
+    return EXIT_OK
+
+
+def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "measure": cmd_measure, "demo": cmd_demo}[a.command](a)
+    except InputError as exc:
+        print(f"motorband: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except CancelledError as exc:
+        print(f"motorband: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+    except Exception:  # noqa: BLE001 - the command line reports any other failure as internal
+        traceback.print_exc()
+        print("motorband: internal error (exit 1); please report it with the traceback above.", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""All user-facing parameters in one dataclass.
+
+The Slicer parameter node, the ``motorband`` flags and a future web form are views of
+:class:`Parameters`. Each default is owned by the step that uses it (a module constant with
+its source); this module collects them so that there is a single place to read them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .errors import InputError
+
+PHASE_UNITS = ("auto", "radians", "degrees", "siemens")
+HANDEDNESS = ("right", "left")
+HIGHPASS = ("homodyne", "unwrap")
+MASK_TYPES = ("negative", "positive", "tanh")
+
+
+def _defaults():
+    """Defaults from the step modules (imported lazily so this module stays light)."""
+    from . import ribbon, scoring, swi
+
+    return {
+        "highpass": swi.DEFAULT_HIGHPASS,
+        "homodyne_window": swi.DEFAULT_HOMODYNE_WINDOW,
+        "gaussian_sigma_ijk": tuple(swi.DEFAULT_GAUSSIAN_SIGMA_IJK),
+        "unwrap_method": swi.DEFAULT_UNWRAP_METHOD,
+        "mask_type": swi.DEFAULT_MASK_TYPE,
+        "mask_power": swi.DEFAULT_MASK_POWER,
+        "mip_slab_mm": swi.DEFAULT_MIP_SLAB_MM,
+        "bank_depth_mm": ribbon.DEFAULT_BANK_DEPTH_MM,
+        "z_threshold": scoring.DEFAULT_Z_THRESHOLD,
+        "band_z": scoring.DEFAULT_BAND_Z,
+    }
+
+
+@dataclass
+class Parameters:
+    """Every parameter of a run. ``None`` fields take the step's documented default."""
+
+    # Phase conversion (phase.py): units detected unless given; right-handed unless GE (left).
+    phase_units: str = "auto"
+    handedness: str = "right"
+    #: Echo times in seconds, one per echo; required for multi-echo input.
+    echo_times: tuple = ()
+    # SWI (swi.py)
+    highpass: str | None = None
+    homodyne_window: int | None = None
+    gaussian_sigma_ijk: tuple | None = None
+    unwrap_method: str | None = None
+    mask_type: str | None = None
+    mask_power: float | None = None
+    softplus: bool = False
+    mip_slab_mm: float | None = None
+    # Ribbon (ribbon.py)
+    bank_depth_mm: float | None = None
+    # Verdict (scoring.py)
+    z_threshold: float | None = None
+    band_z: float | None = None
+    #: Imported parcellation label preset: "freesurfer", "synthseg" or a path to a label table.
+    labels: str | None = None
+
+    def resolved(self) -> "Parameters":
+        """A copy with every ``None`` replaced by its default, validated."""
+        d = _defaults()
+        out = dataclasses.replace(self)
+        for f in dataclasses.fields(self):
+            if getattr(out, f.name) is None and f.name in d:
+                setattr(out, f.name, d[f.name])
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        """Raise InputError naming a bad value and the accepted ones."""
+        def check(name, allowed):
+            v = getattr(self, name)
+            if v is not None and v not in allowed:
+                raise InputError(f"parameter {name}={v!r} is not one of {', '.join(allowed)}.")
+
+        check("phase_units", PHASE_UNITS)
+        check("handedness", HANDEDNESS)
+        check("highpass", HIGHPASS)
+        check("mask_type", MASK_TYPES)
+        for name in ("mask_power", "mip_slab_mm", "bank_depth_mm", "homodyne_window"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise InputError(f"parameter {name}={v!r} must be positive.")
+        if any(not (t > 0 and t < 1) for t in self.echo_times):
+            raise InputError(f"echo_times={self.echo_times!r}: give echo times in seconds (e.g. 0.02), all positive.")
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}

@@ -1,0 +1,334 @@
+"""The one pipeline every front end calls.
+
+magnitude + phase -> phase in radians -> SWI and mIP -> brain mask -> localisation of the
+precentral / postcentral gyri -> ribbon (posterior bank + control cortex) -> heatmap -> scores.
+
+``run`` reports progress through ``progress(fraction, message)`` and checks ``cancel()``
+between steps (raising :class:`~MotorBandSignLib.errors.CancelledError`). ``remeasure``
+re-enters at the heatmap with an edited ribbon, reusing the SWI and anatomy already computed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from . import __version__
+from .errors import CancelledError, InputError
+from .params import Parameters
+from .volume import Volume
+
+#: Below this estimated SNR (brain median / Rayleigh noise sigma of the background) the phase
+#: is too noisy for a reliable SWI mask (Haacke et al. 2004, MRM 52:612 used SNR well above 20;
+#: Rayleigh background statistics: Gudbjartsson & Patz 1995, MRM 34:910). Provisional.
+LOW_SNR = 15.0
+#: Juxtacortical white-matter reference: voxels this far (mm) beneath the control cortex.
+WM_REFERENCE_MM = (2.0, 6.0)
+
+
+@dataclass
+class Inputs:
+    """What a run starts from. Give ``phase`` (or ``real`` + ``imag``) with ``magnitude``."""
+
+    magnitude: Volume
+    phase: Volume | None = None
+    real: Volume | None = None
+    imag: Volume | None = None
+    t1: Volume | None = None
+    parcellation: Volume | None = None
+    #: A ribbon the user made or corrected (labels 1..4 as in ribbon.SEGMENT_NAMES): used as is.
+    ribbon: Volume | None = None
+    brain_mask: Volume | None = None
+    hand_knob_ras: dict | None = None
+
+
+@dataclass
+class Result:
+    """Everything a run produced; Volumes are on the magnitude grid."""
+
+    swi: Volume
+    mip: Volume
+    phase_hp: Volume
+    magnitude: Volume
+    brain_mask: Volume
+    ribbon: Volume
+    regions: Volume
+    heatmap: Volume
+    heatmap_magnitude: Volume
+    metrics: dict
+    warnings: list
+    params: Parameters
+    anatomy: object = None
+    qc: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    # Intermediate images kept so that re-measuring takes seconds.
+    swi_corrected: np.ndarray | None = None
+    magnitude_corrected: np.ndarray | None = None
+    gm_prob: np.ndarray | None = None
+    wm_prob: np.ndarray | None = None
+
+
+def _check(cancel):
+    if cancel is not None and cancel():
+        raise CancelledError("cancelled by the user")
+
+
+def _validate_inputs(inputs: Inputs) -> None:
+    mag = inputs.magnitude
+    if mag is None:
+        raise InputError("no magnitude image given: pass the SWI/GRE magnitude volume.")
+    if mag.array.ndim not in (3, 4):
+        raise InputError(f"magnitude '{mag.name}' is {mag.array.ndim}D; expected a 3D volume (or 4D with echoes first).")
+    if inputs.phase is None and (inputs.real is None or inputs.imag is None):
+        raise InputError("no phase image given: pass the phase volume, or real and imaginary volumes.")
+    for other in (inputs.phase, inputs.real, inputs.imag):
+        if other is not None:
+            mag.require_same_grid(other)
+            if other.array.shape != mag.array.shape:
+                raise InputError(
+                    f"'{other.name}' has {other.array.shape[0] if other.array.ndim == 4 else 1} echo(es) but "
+                    f"'{mag.name}' has {mag.array.shape[0] if mag.array.ndim == 4 else 1}: give matching echoes.")
+    for opt in (inputs.ribbon, inputs.brain_mask):
+        if opt is not None:
+            mag.require_same_grid(opt)
+
+
+def _phase_radians(inputs: Inputs, p: Parameters, warnings: list, qc: dict) -> np.ndarray:
+    from . import phase as phase_mod
+
+    if inputs.phase is None:
+        z = phase_mod.complex_from_real_imag(inputs.real.array, inputs.imag.array)
+        rad = np.angle(z).astype(np.float32)
+        qc["phase_units_detected"] = "real/imaginary"
+    else:
+        rad, detected, w = phase_mod.to_radians(inputs.phase.array, units=p.phase_units)
+        qc["phase_units_detected"] = detected
+        warnings.extend(w)
+    qc["handedness"] = p.handedness
+    return phase_mod.apply_handedness(rad, p.handedness)
+
+
+def estimate_snr(magnitude: np.ndarray, brain: np.ndarray, spacing_kji) -> float | None:
+    """Brain median over the Rayleigh noise sigma of the air background (None if no air seen).
+
+    Background = voxels at least 15 mm from the brain with magnitude below the brain's 5th
+    percentile (air, not scalp); sigma = sqrt(mean(M^2) / 2) (Gudbjartsson & Patz 1995).
+    """
+    if not brain.any():
+        return None
+    dist = ndimage.distance_transform_edt(~brain, sampling=spacing_kji)
+    low = np.percentile(magnitude[brain], 5)
+    bg = (dist > 15.0) & (magnitude < low) & (magnitude > 0)
+    if bg.sum() < 1000:
+        return None
+    sigma = float(np.sqrt(np.mean(magnitude[bg].astype(np.float64) ** 2) / 2.0))
+    if sigma <= 0:
+        return None
+    return round(float(np.median(magnitude[brain])) / sigma, 1)
+
+
+def _wm_reference(ribbon: np.ndarray, brain: np.ndarray, spacing_kji, wm_prob, gm_prob) -> np.ndarray:
+    """Juxtacortical white matter beneath the control cortex (for the diffuse-darkening check)."""
+    ctrl = np.isin(ribbon, (3, 4))
+    if not ctrl.any():
+        return np.zeros_like(brain)
+    d = ndimage.distance_transform_edt(~ctrl, sampling=spacing_kji)
+    near = (d >= WM_REFERENCE_MM[0]) & (d <= WM_REFERENCE_MM[1]) & brain & (ribbon == 0)
+    if wm_prob is not None:
+        return near & (wm_prob > 0.9)
+    if gm_prob is not None:
+        return near & (gm_prob < 0.1)
+    return near
+
+
+def measure(result_like: dict, ribbon_vol: Volume, regions_vol: Volume, p: Parameters) -> tuple:
+    """Heatmap and scores from bias-corrected images and a ribbon. Returns (z_swi, z_mag, metrics)."""
+    from . import heatmap, scoring
+
+    rib = ribbon_vol.array
+    reg = regions_vol.array if regions_vol is not None else None
+    depth = result_like.get("depth")
+    z_swi = heatmap.z_map(result_like["swi_corrected"], rib, reg, depth)
+    z_mag = heatmap.z_map(result_like["magnitude_corrected"], rib, reg, depth)
+    wm = _wm_reference(rib, result_like["brain"], ribbon_vol.spacing_kji, result_like.get("wm_prob"),
+                       result_like.get("gm_prob"))
+    voxel_ml = float(np.prod(ribbon_vol.spacing)) / 1000.0
+    metrics = scoring.score(result_like["swi_corrected"], z_swi, rib, reg, voxel_ml, z_mag=z_mag,
+                            magnitude_img=result_like["magnitude_corrected"], wm_reference=wm,
+                            z_threshold=p.z_threshold, band_z=p.band_z)
+    kji = np.indices(rib.shape, sparse=False).reshape(3, -1)[::-1].T  # (i, j, k)
+    superior = ribbon_vol.ras_of_ijk(kji)[:, 2].reshape(rib.shape)
+    metrics["profiles"] = scoring.profiles(z_swi, rib, superior)
+    return z_swi, z_mag, metrics
+
+
+def _coverage_warnings(metrics: dict) -> list:
+    out = []
+    for side, h in metrics["hemispheres"].items():
+        if not h["measured"]:
+            out.append(f"The {side} posterior bank could not be measured (too few voxels or no control cortex): "
+                       "check coverage of the motor strip and the ribbon.")
+            continue
+        for name, r in h["regions"].items():
+            if not r["measured"]:
+                out.append(f"The {name} region of the {side} bank is outside the coverage or too small to measure.")
+    return out
+
+
+def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=None) -> Result:
+    """Run the whole pipeline; see the module docstring."""
+    from . import anatomy as anatomy_mod
+    from . import heatmap, ribbon as ribbon_mod, swi as swi_mod
+
+    p = (params or Parameters()).resolved()
+    say = progress or (lambda f, m: None)
+    warnings: list = []
+    qc: dict = {}
+    timings: dict = {}
+    t0 = time.perf_counter()
+
+    def step(name):
+        timings[name] = round(time.perf_counter() - step.t, 2)
+        step.t = time.perf_counter()
+    step.t = t0
+
+    _validate_inputs(inputs)
+    mag = inputs.magnitude
+    multi = mag.array.ndim == 4
+    if multi and len(p.echo_times) != mag.array.shape[0]:
+        raise InputError(
+            f"magnitude '{mag.name}' has {mag.array.shape[0]} echoes but {len(p.echo_times)} echo times were given: "
+            "give one echo time per echo (in seconds, e.g. --te 0.005 0.010 0.015).")
+
+    say(0.02, "Converting phase to radians")
+    rad = _phase_radians(inputs, p, warnings, qc)
+    step("phase")
+    _check(cancel)
+
+    say(0.08, "Computing SWI and minimum intensity projection")
+    sres = swi_mod.compute_swi(
+        mag.array, rad, mag.spacing_kji, echo_times=p.echo_times if multi else None, highpass=p.highpass,
+        homodyne_window=p.homodyne_window, unwrap_method=p.unwrap_method, gaussian_sigma_ijk=p.gaussian_sigma_ijk,
+        mask_type=p.mask_type, mask_power=p.mask_power, softplus=p.softplus, mip_slab_mm=p.mip_slab_mm)
+    qc.update(sres.qc)
+    grid = Volume(np.zeros(mag.shape, np.uint8), mag.ijk_to_ras, mag.name)
+    swi_v = grid.with_array(sres.swi.astype(np.float32), "SWI")
+    mip_v = grid.with_array(sres.mip.astype(np.float32), "SWI mIP")
+    php_v = grid.with_array(sres.phase_hp.astype(np.float32), "High-pass phase")
+    mag_v = grid.with_array(sres.magnitude.astype(np.float32), "Magnitude")
+    step("swi")
+    _check(cancel)
+
+    say(0.25, "Brain mask")
+    if inputs.brain_mask is not None:
+        brain_v = grid.with_array(inputs.brain_mask.array > 0, "Brain mask")
+    else:
+        brain_v = anatomy_mod.brain_mask(mag_v)
+    brain = brain_v.array > 0
+    snr = estimate_snr(mag_v.array, brain, mag.spacing_kji)
+    qc["snr_estimate"] = snr
+    if snr is not None and snr < LOW_SNR:
+        warnings.append(f"Low SNR (about {snr:.0f}): the phase mask and the band contrast are unreliable.")
+    step("brain_mask")
+    _check(cancel)
+
+    anat = None
+    if inputs.ribbon is not None:
+        say(0.35, "Using the given ribbon segmentation")
+        rib_v = grid.with_array(inputs.ribbon.array.astype(np.uint8), "Ribbon")
+        reg_v = ribbon_mod.regions_for(rib_v, None)
+        qc["localisation"] = "segmentation"
+    else:
+        say(0.35, "Locating the precentral and postcentral gyri")
+        anat = anatomy_mod.localize(
+            mag_v, brain_v, t1=inputs.t1, parcellation=inputs.parcellation, label_table=p.labels,
+            hand_knob_ras=inputs.hand_knob_ras,
+            progress=lambda f, m: say(0.35 + 0.4 * f, m))
+        warnings.extend(anat.warnings)
+        qc["localisation"] = anat.source
+        qc["registration_quality"] = anat.registration_quality
+        step("localisation")
+        _check(cancel)
+        say(0.78, "Building the posterior-bank ribbon")
+        rb = ribbon_mod.build_ribbon(anat, bank_depth_mm=p.bank_depth_mm)
+        rib_v, reg_v = rb.labels, rb.regions
+    step("ribbon")
+    _check(cancel)
+
+    say(0.85, "Heatmap and scores")
+    gm = getattr(anat, "gm_prob", None)
+    wm = getattr(anat, "wm_prob", None)
+    swi_c = heatmap.bias_corrected(swi_v.array, brain, mag.spacing_kji)
+    mag_c = heatmap.bias_corrected(mag_v.array, brain, mag.spacing_kji)
+    cache = {"swi_corrected": swi_c, "magnitude_corrected": mag_c, "brain": brain,
+             "gm_prob": gm.array if gm is not None else None, "wm_prob": wm.array if wm is not None else None}
+    z_swi, z_mag, metrics = measure(cache, rib_v, reg_v, p)
+    warnings.extend(_coverage_warnings(metrics))
+    step("scoring")
+    timings["total"] = round(time.perf_counter() - t0, 2)
+    metrics = _finish_metrics(metrics, warnings, p, qc, timings)
+    say(1.0, "Done")
+    return Result(
+        swi=swi_v, mip=mip_v, phase_hp=php_v, magnitude=mag_v, brain_mask=brain_v.with_array(brain.astype(np.uint8), "Brain mask"),
+        ribbon=rib_v, regions=reg_v, heatmap=grid.with_array(z_swi, "Hypointensity z (SWI)"),
+        heatmap_magnitude=grid.with_array(z_mag, "Hypointensity z (magnitude)"), metrics=metrics,
+        warnings=warnings, params=p, anatomy=anat, qc=qc, timings=timings,
+        swi_corrected=swi_c, magnitude_corrected=mag_c, gm_prob=cache["gm_prob"], wm_prob=cache["wm_prob"])
+
+
+def _finish_metrics(metrics, warnings, p, qc, timings):
+    metrics = dict(metrics)
+    metrics["warnings"] = list(dict.fromkeys(warnings))
+    metrics["parameters"] = p.to_dict()
+    metrics["qc"] = qc
+    metrics["timings_s"] = timings
+    metrics["versions"] = versions()
+    return metrics
+
+
+def versions() -> dict:
+    import scipy
+    import SimpleITK
+
+    out = {"motorbandsign": __version__, "python": platform.python_version(), "numpy": np.__version__,
+           "scipy": scipy.__version__, "SimpleITK": SimpleITK.Version_VersionString()}
+    try:
+        import skimage
+        out["scikit-image"] = skimage.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def remeasure(result: Result, ribbon_labels: Volume, params: Parameters | None = None) -> Result:
+    """Recompute heatmap and scores from an edited ribbon (labels 1..4 on the SWI grid)."""
+    from . import ribbon as ribbon_mod
+
+    p = (params or result.params).resolved()
+    result.swi.require_same_grid(ribbon_labels)
+    t0 = time.perf_counter()
+    rib = ribbon_labels.array.astype(np.uint8)
+    unknown = sorted(set(np.unique(rib).tolist()) - {0, 1, 2, 3, 4})
+    if unknown:
+        raise InputError(f"ribbon '{ribbon_labels.name}' has labels {unknown}; expected 0..4 "
+                         "(1/2 left/right posterior bank, 3/4 left/right control cortex).")
+    rib_v = result.swi.with_array(rib, "Ribbon")
+    reg_v = ribbon_mod.regions_for(rib_v, result.anatomy)
+    cache = {"swi_corrected": result.swi_corrected, "magnitude_corrected": result.magnitude_corrected,
+             "brain": result.brain_mask.array > 0, "gm_prob": result.gm_prob, "wm_prob": result.wm_prob}
+    z_swi, z_mag, metrics = measure(cache, rib_v, reg_v, p)
+    warnings = [w for w in result.warnings if "could not be measured" not in w and "outside the coverage" not in w]
+    warnings += _coverage_warnings(metrics)
+    timings = dict(result.timings)
+    timings["remeasure"] = round(time.perf_counter() - t0, 2)
+    qc = dict(result.qc, localisation="edited segmentation")
+    metrics = _finish_metrics(metrics, warnings, p, qc, timings)
+    return dataclasses.replace(
+        result, ribbon=rib_v, regions=reg_v, heatmap=result.swi.with_array(z_swi, "Hypointensity z (SWI)"),
+        heatmap_magnitude=result.swi.with_array(z_mag, "Hypointensity z (magnitude)"), metrics=metrics,
+        warnings=warnings, params=p, qc=qc, timings=timings)

@@ -1,0 +1,160 @@
+"""Per-hemisphere and per-region scores, the pattern call and a provisional regional grade.
+
+All thresholds here are PROVISIONAL research settings, documented with their reasoning; they
+are not validated diagnostic cut-offs. The tool is a research aid, not a diagnosis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .heatmap import BANK, CONTROL, robust_reference
+
+#: A ribbon voxel counts as hypointense when its darkness z-score exceeds this value
+#: (z = 2: about 2.3 % of normally distributed control voxels exceed it one-sided).
+DEFAULT_Z_THRESHOLD = 2.0
+#: A bank is called banded when the median darkness z of its voxels reaches this value: the
+#: typical bank voxel lies one robust SD below control cortex, a large effect (Cohen 1988,
+#: d >= 0.8 "large"). Provisional; see the detection benchmark for its operating point.
+DEFAULT_BAND_Z = 1.0
+#: Regional grade 2 ("marked") from this median z; 1 ("mild") from DEFAULT_BAND_Z. In the spirit
+#: of the 0-2 per region x hemisphere scales (MCLI; Zejlon et al. 2024, Ann Clin Transl Neurol
+#: 11:1280 use medial/intermediate/lateral regions); provisional thresholds.
+GRADE2_Z = 2.5
+#: Fewest bank voxels (per region) to measure it; fewer -> "not measured" (e.g. out of coverage).
+MIN_REGION_VOXELS = 20
+#: Control cortex no brighter than juxtacortical white matter on magnitude means diffusely dark
+#: cortex (ageing-like). Normal cortex is brighter than white matter on T2*-weighted magnitude:
+#: longer T2* (GM ~66 ms vs WM ~53 ms at 3 T, Peters et al. 2007, MRI 25:748) and higher
+#: proton density (GM 0.80 vs WM 0.69, Neeb et al. 2006, NeuroImage 31:1156).
+DIFFUSE_CORTEX_TO_WM = 1.0
+
+REGION_NAMES = {1: "medial", 2: "intermediate", 3: "lateral"}
+PROFILE_BIN_MM = 5.0
+
+
+def _stats(img, z_swi, z_mag, bank, ctrl, z_threshold, voxel_ml):
+    n = int(bank.sum())
+    out = {"n_voxels": n, "volume_ml": round(n * voxel_ml, 3)}
+    if n < MIN_REGION_VOXELS or ctrl.sum() < MIN_REGION_VOXELS:
+        out.update(measured=False, band_contrast=None, hypointense_fraction=None, z_median=None,
+                   z_median_magnitude=None)
+        return out
+    bank_med = float(np.median(img[bank]))
+    ctrl_med, _ = robust_reference(img[ctrl])
+    out.update(
+        measured=True,
+        band_contrast=round(bank_med / ctrl_med, 4) if ctrl_med > 0 else None,
+        hypointense_fraction=round(float(np.mean(z_swi[bank] > z_threshold)), 4),
+        z_median=round(float(np.median(z_swi[bank])), 3),
+        z_median_magnitude=round(float(np.median(z_mag[bank])), 3) if z_mag is not None else None,
+    )
+    return out
+
+
+def grade(z_median, band_z: float = DEFAULT_BAND_Z) -> int | None:
+    """Provisional 0-2 grade of a region from its median darkness z (None if not measured)."""
+    if z_median is None:
+        return None
+    return 2 if z_median >= GRADE2_Z else (1 if z_median >= band_z else 0)
+
+
+def laterality_index(z_left, z_right) -> float:
+    """(L - R) / (L + R) of the hypointensity (median z clipped at 0); + = left more affected."""
+    l, r = max(z_left or 0.0, 0.0), max(z_right or 0.0, 0.0)
+    return round((l - r) / (l + r), 3) if (l + r) > 0 else 0.0
+
+
+def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: np.ndarray | None,
+          voxel_ml: float, *, z_mag: np.ndarray | None = None, magnitude_img: np.ndarray | None = None,
+          wm_reference: np.ndarray | None = None, z_threshold: float = DEFAULT_Z_THRESHOLD,
+          band_z: float = DEFAULT_BAND_Z) -> dict:
+    """Scores from bias-corrected SWI, its z-map and the ribbon.
+
+    Returns a dict with "pattern", "nonspecific_diffuse", "laterality_index", "total_grade" and
+    "hemispheres" -> side -> {band_present, band_contrast, hypointense_fraction, z_median,
+    volume_ml, grade, cortex_to_wm_ratio, regions -> name -> {...}}.
+    """
+    rib = np.asarray(ribbon)
+    hemis = {}
+    for side in ("left", "right"):
+        bank, ctrl = rib == BANK[side], rib == CONTROL[side]
+        h = _stats(swi_img, z_swi, z_mag, bank, ctrl, z_threshold, voxel_ml)
+        h["band_present"] = bool(h["measured"] and h["z_median"] >= band_z)
+        h["grade"] = grade(h["z_median"], band_z)
+        ratio = None
+        if magnitude_img is not None and wm_reference is not None:
+            wm = np.asarray(wm_reference) & np.isin(rib, (0,))
+            side_wm = wm & _same_side(rib, side, wm)
+            if ctrl.sum() >= MIN_REGION_VOXELS and side_wm.sum() >= MIN_REGION_VOXELS:
+                ratio = round(float(np.median(magnitude_img[ctrl]) / np.median(magnitude_img[side_wm])), 4)
+        h["cortex_to_wm_ratio"] = ratio
+        regs = {}
+        if regions is not None:
+            reg = np.asarray(regions)
+            for value, name in REGION_NAMES.items():
+                rbank, rctrl = bank & (reg == value), ctrl & (reg == value)
+                if rctrl.sum() < MIN_REGION_VOXELS:
+                    rctrl = ctrl
+                r = _stats(swi_img, z_swi, z_mag, rbank, rctrl, z_threshold, voxel_ml)
+                r["band_present"] = bool(r["measured"] and r["z_median"] >= band_z)
+                r["grade"] = grade(r["z_median"], band_z)
+                regs[name] = r
+        h["regions"] = regs
+        hemis[side] = h
+    left, right = hemis["left"]["band_present"], hemis["right"]["band_present"]
+    pattern = "bilateral" if (left and right) else "left" if left else "right" if right else "absent"
+    ratios = [hemis[s]["cortex_to_wm_ratio"] for s in hemis if hemis[s]["cortex_to_wm_ratio"] is not None]
+    diffuse = bool(ratios) and float(np.mean(ratios)) <= DIFFUSE_CORTEX_TO_WM
+    grades = [r["grade"] for h in hemis.values() for r in h["regions"].values() if r["grade"] is not None]
+    return {
+        "pattern": pattern,
+        "nonspecific_diffuse": diffuse,
+        "laterality_index": laterality_index(hemis["left"]["z_median"], hemis["right"]["z_median"]),
+        "total_grade": int(sum(grades)) if grades else None,
+        "hemispheres": hemis,
+        "thresholds": {"z_threshold": z_threshold, "band_z": band_z, "grade2_z": GRADE2_Z,
+                       "diffuse_cortex_to_wm": DIFFUSE_CORTEX_TO_WM, "provisional": True},
+    }
+
+
+def _same_side(ribbon, side, wm):
+    """Voxels of ``wm`` nearer to this side's ribbon than to the other side's."""
+    from scipy import ndimage
+
+    this = np.isin(ribbon, (BANK[side], CONTROL[side]))
+    other_side = "right" if side == "left" else "left"
+    other = np.isin(ribbon, (BANK[other_side], CONTROL[other_side]))
+    if not this.any():
+        return np.zeros_like(wm)
+    if not other.any():
+        return np.ones_like(wm)
+    d_this = ndimage.distance_transform_edt(~this)
+    d_other = ndimage.distance_transform_edt(~other)
+    return d_this < d_other
+
+
+def profiles(z_swi: np.ndarray, ribbon: np.ndarray, ras_superior: np.ndarray, bin_mm: float = PROFILE_BIN_MM) -> dict:
+    """Median darkness z of each bank along the gyrus, binned by height (RAS S, mm).
+
+    The precentral gyrus runs from the vertex (leg) down to the Sylvian fissure (face), so
+    height orders the bank along the gyrus. Returns side -> {"height_mm": [...], "z_median": [...]}.
+    """
+    out = {}
+    for side in ("left", "right"):
+        bank = np.asarray(ribbon) == BANK[side]
+        if not bank.any():
+            out[side] = {"height_mm": [], "z_median": []}
+            continue
+        h = ras_superior[bank]
+        zz = z_swi[bank]
+        edges = np.arange(np.floor(h.min() / bin_mm) * bin_mm, h.max() + bin_mm, bin_mm)
+        idx = np.digitize(h, edges)
+        hs, zs = [], []
+        for i in np.unique(idx):
+            sel = idx == i
+            if sel.sum() >= 5:
+                hs.append(round(float(edges[i - 1] + bin_mm / 2), 1))
+                zs.append(round(float(np.median(zz[sel])), 3))
+        out[side] = {"height_mm": hs, "z_median": zs}
+    return out
