@@ -1,0 +1,137 @@
+"""Heatmap and scoring on synthetic arrays with known answers."""
+
+import numpy as np
+import pytest
+
+from MotorBandSignLib import heatmap, scoring
+
+
+def _ribbon(shape=(30, 40, 40)):
+    """Left (i < 20) and right halves, each with a bank slab and a control slab, 3 regions along k."""
+    rib = np.zeros(shape, np.uint8)
+    reg = np.zeros(shape, np.uint8)
+    rib[:, 10:14, 2:18] = 1     # left bank
+    rib[:, 20:26, 2:18] = 3     # left control
+    rib[:, 10:14, 22:38] = 2    # right bank
+    rib[:, 20:26, 22:38] = 4    # right control
+    for r, ks in zip((1, 2, 3), (slice(0, 10), slice(10, 20), slice(20, 30))):
+        reg[ks][rib[ks] > 0] = r
+    return rib, reg
+
+
+def _image(rib, dark_left=0.0, dark_right=0.0, sd=0.05, seed=0):
+    rng = np.random.default_rng(seed)
+    img = 1.0 + sd * rng.standard_normal(rib.shape)
+    img[rib == 1] -= dark_left
+    img[rib == 2] -= dark_right
+    return img.astype(np.float32)
+
+
+def test_z_map_matches_known_shift():
+    rib, reg = _ribbon()
+    img = _image(rib, dark_left=0.1, sd=0.05)
+    z = heatmap.z_map(img, rib, reg)
+    # The left bank is 0.1 darker with noise SD 0.05: median z about 2.
+    assert np.median(z[rib == 1]) == pytest.approx(2.0, abs=0.25)
+    assert abs(np.median(z[rib == 2])) < 0.25
+    assert np.all(z[rib == 0] == 0)
+
+
+def test_depth_matched_reference_removes_depth_trend():
+    rib, reg = _ribbon()
+    # Intensity falls with cortical depth; the bank is sampled only superficially (0-1 mm), the
+    # control through the whole depth (0-3 mm). Unmatched, the bank looks brighter than control.
+    j = np.arange(rib.shape[1])[None, :, None] * np.ones(rib.shape)
+    depth = np.where(np.isin(rib, (1, 2)), (j - 10) % 2, (j - 20) % 4).astype(np.float32)
+    rng = np.random.default_rng(1)
+    img = (1.0 - 0.1 * depth + 0.02 * rng.standard_normal(rib.shape)).astype(np.float32)
+    plain = heatmap.z_map(img, rib, reg)
+    matched = heatmap.z_map(img, rib, reg, depth=depth)
+    assert np.median(plain[rib == 1]) < -0.3
+    assert abs(np.median(matched[rib == 1])) < 0.2
+
+
+def test_bias_correction_flattens_a_smooth_gradient():
+    shape = (40, 60, 60)
+    mask = np.zeros(shape, bool)
+    mask[5:35, 5:55, 5:55] = True
+    grad = np.linspace(0.5, 1.5, shape[2])[None, None, :] * np.ones(shape)
+    out = heatmap.bias_corrected(grad, mask, (1.0, 1.0, 1.0), sigma_mm=10.0)
+    inner = out[10:30, 15:45, 15:45]
+    assert inner.std() / inner.mean() < 0.03
+    assert np.all(out[~mask] == 0)
+
+
+@pytest.mark.parametrize("dl, dr, expected", [(0.15, 0.15, "bilateral"), (0.15, 0.0, "left"),
+                                              (0.0, 0.15, "right"), (0.0, 0.0, "absent")])
+def test_pattern_call(dl, dr, expected):
+    rib, reg = _ribbon()
+    img = _image(rib, dl, dr)
+    z = heatmap.z_map(img, rib, reg)
+    m = scoring.score(img, z, rib, reg, 0.001)
+    assert m["pattern"] == expected
+    assert m["hemispheres"]["left"]["band_present"] == (dl > 0)
+    assert m["hemispheres"]["right"]["band_present"] == (dr > 0)
+    if expected == "left":
+        assert m["laterality_index"] == pytest.approx(1.0, abs=0.2)
+        assert m["hemispheres"]["left"]["band_contrast"] == pytest.approx(0.85, abs=0.02)
+        assert m["hemispheres"]["left"]["hypointense_fraction"] > 0.8
+        assert set(m["hemispheres"]["left"]["regions"]) == {"medial", "intermediate", "lateral"}
+        assert m["hemispheres"]["left"]["grade"] == 2
+        assert m["total_grade"] == 6
+
+
+def test_regional_band_only_in_its_region():
+    rib, reg = _ribbon()
+    img = _image(rib)
+    img[(rib == 1) & (reg == 2)] -= 0.1
+    z = heatmap.z_map(img, rib, reg)
+    m = scoring.score(img, z, rib, reg, 0.001)
+    regs = m["hemispheres"]["left"]["regions"]
+    assert regs["intermediate"]["band_present"] and regs["intermediate"]["grade"] >= 1
+    assert not regs["medial"]["band_present"] and not regs["lateral"]["band_present"]
+    assert regs["medial"]["grade"] == 0
+
+
+def test_diffuse_flag_uses_cortex_to_white_matter_ratio():
+    rib, reg = _ribbon()
+    wm = np.zeros(rib.shape, bool)
+    wm[:, 30:36, :] = True
+    for cortex, expected in ((1.2, False), (0.8, True)):
+        mag = np.where(wm, 1.0, 0.0).astype(np.float32)
+        mag[rib > 0] = cortex
+        img = _image(rib)
+        z = heatmap.z_map(img, rib, reg)
+        m = scoring.score(img, z, rib, reg, 0.001, magnitude_img=mag, wm_reference=wm)
+        assert m["nonspecific_diffuse"] is expected
+        assert m["hemispheres"]["left"]["cortex_to_wm_ratio"] == pytest.approx(cortex, abs=1e-3)
+
+
+def test_region_outside_coverage_is_not_measured():
+    rib, reg = _ribbon()
+    rib[20:] = 0  # lateral region (k >= 20) cut off
+    reg[20:] = 0
+    img = _image(rib)
+    z = heatmap.z_map(img, rib, reg)
+    m = scoring.score(img, z, rib, reg, 0.001)
+    lat = m["hemispheres"]["left"]["regions"]["lateral"]
+    assert lat["measured"] is False and lat["grade"] is None and lat["band_present"] is False
+
+
+def test_laterality_and_grade_helpers():
+    assert scoring.laterality_index(2.0, 0.0) == 1.0
+    assert scoring.laterality_index(0.0, 2.0) == -1.0
+    assert scoring.laterality_index(-1.0, -1.0) == 0.0
+    assert scoring.laterality_index(3.0, 1.0) == 0.5
+    assert [scoring.grade(z) for z in (None, 0.2, 1.5, 3.0)] == [None, 0, 1, 2]
+
+
+def test_profiles_bin_by_height():
+    rib, _ = _ribbon()
+    z = np.zeros(rib.shape, np.float32)
+    z[rib == 1] = np.broadcast_to(np.arange(rib.shape[0])[:, None, None], rib.shape)[rib == 1]
+    superior = np.broadcast_to(np.arange(rib.shape[0])[:, None, None] * 1.0, rib.shape)
+    prof = scoring.profiles(z, rib, superior, bin_mm=5.0)
+    assert prof["left"]["height_mm"][:2] == [2.5, 7.5]
+    assert prof["left"]["z_median"][:2] == [2.0, 7.0]
+    assert len(prof["right"]["height_mm"]) == 6
