@@ -1,0 +1,36 @@
+"""`make bench`: run every benchmark in one process, printing each one's ratios and targets.
+
+    python Testing/benchmarks/run_all.py [--quick]
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHES = ["bench_swi.py", "bench_ribbon.py", "bench_detection.py", "bench_pipeline.py"]
+
+
+def main() -> int:
+    quick = "--quick" in sys.argv[1:]
+    status = 0
+    for name in BENCHES:
+        path = HERE / name
+        if not path.exists():
+            print(f"== {name}: missing")
+            status = 1
+            continue
+        print(f"== {name}", flush=True)
+        spec = importlib.util.spec_from_file_location(name[:-3], path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        args = ["--quick"] if quick else []
+        try:
+            status |= int(mod.main(args) or 0)
+        except SystemExit as exc:  # argparse in a bench that does not know --quick
+            status |= int(exc.code or 0)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
