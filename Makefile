@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q Testing
 
 bench: $(STAMP)
-	$(BIN)/python Testing/benchmarks/run_all.py
+	$(BIN)/python Testing/benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
