@@ -39,7 +39,11 @@ from .volume import LPS_TO_RAS, Volume
 
 __all__ = [
     "get_scene",
+    "new_scene",
     "new_headless_scene",
+    "result_to_nodes",
+    "metrics_rows",
+    "labels_from_segmentation_file",
     "read_volume_node",
     "read_volume",
     "volume_from_node",
@@ -142,6 +146,11 @@ def new_headless_scene(cache_dir: str | None = None):
     logics["RemoteIO"] = remote_io
     _LOGICS[_key(scene)] = logics
     return scene
+
+
+def new_scene(cache_dir: str | None = None):
+    """A fresh headless scene (same as :func:`new_headless_scene`), e.g. for writing a .mrb."""
+    return new_headless_scene(cache_dir)
 
 
 def get_scene():
@@ -866,9 +875,14 @@ def rows_from_table_node(node) -> list:
 
 
 def _profile_xy(value):
-    if isinstance(value, dict):
+    if isinstance(value, dict) and "y" in value:
         y = np.asarray(value["y"], dtype=np.float64)
         x = np.asarray(value.get("x", np.arange(len(y))), dtype=np.float64)
+    elif isinstance(value, dict) and len(value) == 2:
+        # e.g. scoring.profiles: {"height_mm": [...], "z_median": [...]} (first = x, second = y)
+        xs, ys = list(value.values())
+        x = np.asarray(xs, dtype=np.float64)
+        y = np.asarray(ys, dtype=np.float64)
     elif isinstance(value, (tuple, list)) and len(value) == 2 and np.ndim(value[0]) == 1:
         x = np.asarray(value[0], dtype=np.float64)
         y = np.asarray(value[1], dtype=np.float64)
@@ -929,3 +943,117 @@ def plot_chart_from_profiles(profiles: dict, scene=None, name: str = "Motor band
         series.SetColor(*PLOT_COLORS[n % len(PLOT_COLORS)])
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
     return chart
+
+
+def labels_from_segmentation_file(path, reference: Volume, names_to_values: dict) -> Volume:
+    """:func:`labels_from_segmentation` of a .seg.nrrd file, read in a scratch scene."""
+    scratch = new_headless_scene()
+    try:
+        seg = read_segmentation(path, scratch)
+        return labels_from_segmentation(seg, reference, names_to_values, scratch)
+    finally:
+        scratch.Clear(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# A pipeline Result as nodes
+# ---------------------------------------------------------------------------------------------
+
+#: Result attribute -> (node key, node name suffix, labelmap?) of the volumes put in the scene.
+RESULT_VOLUMES = (
+    ("swi", "swi", "SWI", False),
+    ("mip", "mip", "SWI mIP", False),
+    ("phase_hp", "phase_hp", "high-pass phase", False),
+    ("heatmap", "heatmap", "hypointensity z", False),
+    ("regions", "regions", "regions", True),
+)
+#: Key names of the nodes :func:`result_to_nodes` returns.
+RESULT_NODE_KEYS = tuple(k for _, k, _, _ in RESULT_VOLUMES) + ("segmentation", "table", "chart")
+
+
+def _fmt(x, digits=2):
+    if x is None:
+        return None
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return round(float(x), digits)
+    return x
+
+
+#: Columns of the metrics table, in order (metric key of a hemisphere/region dict -> column).
+METRIC_COLUMNS = (
+    ("band_present", "band"),
+    ("grade", "grade (0-2)"),
+    ("z_median", "median z"),
+    ("band_contrast", "contrast"),
+    ("hypointense_fraction", "fraction z>thr"),
+    ("volume_ml", "bank volume (ml)"),
+)
+
+
+def metrics_rows(metrics: dict) -> list:
+    """One row per hemisphere and per region (hemisphere rows first), for a table node.
+
+    Reads the ``hemispheres -> side -> {..., regions -> name -> {...}}`` layout of
+    ``scoring.score``; a missing metric gives an empty cell.
+    """
+    rows = []
+    hemis = metrics.get("hemispheres", {}) or {}
+    for side, h in hemis.items():
+        row = {"hemisphere": side, "region": "whole bank"}
+        for key, col in METRIC_COLUMNS:
+            row[col] = _fmt(h.get(key))
+        rows.append(row)
+    for side, h in hemis.items():
+        for region, r in (h.get("regions") or {}).items():
+            row = {"hemisphere": side, "region": region}
+            for key, col in METRIC_COLUMNS:
+                row[col] = _fmt(r.get(key))
+            rows.append(row)
+    return rows
+
+
+def _ribbon_names_colors():
+    from . import ribbon as ribbon_mod
+
+    names = dict(ribbon_mod.SEGMENT_NAMES)
+    colors = dict(getattr(ribbon_mod, "SEGMENT_COLORS", {}) or {})
+    return names, colors
+
+
+def result_to_nodes(result, scene=None, nodes: dict | None = None, prefix: str = "", keys=None) -> dict:
+    """Put a pipeline ``Result`` into ``scene``; returns ``{key: node}`` (keys: RESULT_NODE_KEYS).
+
+    ``nodes`` maps keys to existing nodes, updated in place instead of adding new ones.
+    ``keys`` limits what is (re)written, e.g. after re-measuring only the heatmap, regions,
+    table and chart change and the user's edited segmentation is left alone; nodes in
+    ``nodes`` that are not rewritten are passed through. ``scene=None`` uses a fresh headless
+    scene, so that writing files from a batch run never touches :func:`get_scene`'s scene.
+    """
+    scene = new_headless_scene() if scene is None else scene
+    nodes = dict(nodes or {})
+    keys = set(RESULT_NODE_KEYS if keys is None else keys)
+    unknown = keys - set(RESULT_NODE_KEYS)
+    if unknown:
+        raise ValueError(f"unknown result node keys {sorted(unknown)}; known: {', '.join(RESULT_NODE_KEYS)}")
+    out = {k: v for k, v in nodes.items() if k in RESULT_NODE_KEYS and k not in keys and v is not None}
+    pre = f"{prefix} " if prefix else ""
+    for attr, key, suffix, labelmap in RESULT_VOLUMES:
+        vol = getattr(result, attr, None)
+        if key in keys and vol is not None:
+            out[key] = node_from_volume(vol, scene, name=f"{pre}{suffix}", node=nodes.get(key), labelmap=labelmap)
+    if "segmentation" in keys:
+        names, colors = _ribbon_names_colors()
+        out["segmentation"] = segmentation_from_labels(
+            result.ribbon, names, colors, out.get("swi"), scene, node=nodes.get("segmentation"), name=f"{pre}ribbon")
+    if "table" in keys:
+        out["table"] = table_node_from_rows(metrics_rows(result.metrics), scene, f"{pre}metrics", node=nodes.get("table"))
+    if "chart" in keys:
+        prof = result.metrics.get("profiles") or {}
+        out["chart"] = plot_chart_from_profiles(
+            {f"{side} bank": v for side, v in prof.items()}, scene, f"{pre}profiles along the gyrus",
+            x_title="height (RAS S, mm)", y_title="median hypointensity z", chart=nodes.get("chart"))
+    return out
