@@ -22,6 +22,11 @@ SHAPE = (40, 48, 40)  # (k, j, i)
 LPS_DIR = np.diag([-1.0, -1.0, 1.0])
 #: Superior along j, anterior along -k: a coronal-stored grid (array axis 1 is axial).
 CORONAL_DIR = np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])
+#: i runs anterior, j runs to the patient's left: the in-plane axes are swapped (needs a transpose).
+SWAPPED_DIR = np.array([[0, -1.0, 0], [1.0, 0, 0], [0, 0, 1.0]])
+_c, _s = np.cos(np.radians(30)), np.sin(np.radians(30))
+#: Oblique: rotated 30 degrees about S, stored LPS-like.
+OBLIQUE_DIR = np.array([[_c, -_s, 0], [_s, _c, 0], [0, 0, 1.0]]) @ np.diag([-1.0, -1.0, 1.0])
 KNOB_Z = (2.0, 4.0)
 WARNINGS = ["Low SNR (about 9): the phase mask & the band contrast are <unreliable>.",
             "The lateral region of the right bank is outside the coverage or too small to measure."]
@@ -175,7 +180,7 @@ def test_verdict_pattern_and_disclaimer(written):
 
 def test_diffuse_and_absent_wording():
     res = make_result(pattern_override={"pattern": "absent", "nonspecific_diffuse": True})
-    body = "".join(parse(report.render_html(res)).text)
+    body = "".join(parse(report.verdict_html(res, 1.0)).text)
     assert "Pattern: absent" in body and "no band called" in body
     assert "the control cortex is itself dark" in body
     assert "a band is called only where the posterior bank is darker still" in body.lower()
@@ -221,9 +226,13 @@ def test_warnings_escaped_and_qc(written):
 
 def test_embedded_pngs(written):
     _, _, out, text, _, _ = written
-    assert text.count("data:image/png;base64,") == 3
+    res = written[0]
+    n_levels = len(report.choose_levels(res.ribbon, report.axial_axis(res.ribbon)))
+    assert n_levels >= 3
+    # one figure per axial level + the grade bar chart + the profile plot
+    assert text.count("data:image/png;base64,") == n_levels + 2
     imgs = parse(text).imgs
-    assert len(imgs) == 3
+    assert len(imgs) == n_levels + 2
     import matplotlib.image as mpimg
 
     for im in imgs:
@@ -248,9 +257,14 @@ def test_orientation_labels_ras_vs_lps():
     assert report.axial_axis(cor) == 1
     # rows run along k = posterior: anterior at the top of the raw slice
     assert report.orientation_labels(cor, 1) == {"top": "A", "bottom": "P", "left": "L", "right": "R"}
+    sw = Volume(np.zeros(SHAPE), grid_from(SHAPE, (1, 1, 1), SWAPPED_DIR))
+    # rows (j) run towards the patient's left, columns (i) run anterior
+    assert report.orientation_labels(sw, 0) == {"top": "R", "bottom": "L", "left": "P", "right": "A"}
+    assert report.display_plan(sw, 0)["transpose"] and not report.display_plan(ras, 0)["transpose"]
 
 
-@pytest.mark.parametrize("direction", [None, LPS_DIR, CORONAL_DIR], ids=["RAS", "LPS", "coronal"])
+@pytest.mark.parametrize("direction", [None, LPS_DIR, CORONAL_DIR, SWAPPED_DIR, OBLIQUE_DIR],
+                         ids=["RAS", "LPS", "coronal", "swapped", "oblique30"])
 @pytest.mark.parametrize("convention", ["radiological", "neurological"])
 def test_displayed_slice_puts_patient_left_where_labelled(direction, convention):
     m = grid_from(SHAPE, (1, 1, 1), direction)
@@ -290,15 +304,13 @@ def test_levels_span_bank_and_include_knob(direction):
     assert heights[0] >= 10  # the top level is near the top of the bank (z 14)
 
 
-def test_lps_storage_gives_same_table():
-    a = report.render_html(make_result())
-    b = report.render_html(make_result(LPS_DIR))
+def test_lps_storage_gives_same_table(written):
+    a = written[3]
+    b = report.table_html(make_result(LPS_DIR).metrics)
     ta = [r for r in parse(a).rows if r and len(r) == len(report.TABLE_COLUMNS) and r[0] != "Hemisphere"]
     tb = [r for r in parse(b).rows if r and len(r) == len(report.TABLE_COLUMNS) and r[0] != "Hemisphere"]
     assert len(ta) == 8 and ta == tb  # same anatomy, different storage: same numbers
-    assert "Radiological convention" in a and "Radiological convention" in b
-    n = report.render_html(make_result(), convention="neurological")
-    assert "Neurological convention" in n
+    assert "Radiological convention" in a and "Neurological convention" not in a
 
 
 def test_failed_render_creates_nothing(tmp_path, monkeypatch):
@@ -307,7 +319,7 @@ def test_failed_render_creates_nothing(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("rendering failed")
 
-    monkeypatch.setattr(report, "profile_figure", boom)
+    monkeypatch.setattr(report, "grades_figure", boom)  # after the slice figures were drawn
     with pytest.raises(RuntimeError):
         report.write_report(make_result(), target)
     assert os.listdir(tmp_path) == []
@@ -324,6 +336,7 @@ def test_failed_write_leaves_no_temp(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(report.os, "replace", fail_replace)
+    monkeypatch.setattr(report, "render_html", lambda result, convention="radiological": "<html></html>")
     with pytest.raises(OSError):
         report.write_report(make_result(), target)
     assert os.listdir(tmp_path) == []
@@ -337,7 +350,8 @@ def test_no_pyplot_or_rc_state_leaks():
     had_pyplot = "matplotlib.pyplot" in sys.modules
     # (matplotlib.get_backend() would itself import pyplot to resolve "auto": read the raw value)
     backend, font = dict.__getitem__(matplotlib.rcParams, "backend"), matplotlib.rcParams["font.size"]
-    report.render_html(make_result())
+    text = report.render_html(make_result(), convention="neurological")
+    assert "Neurological convention" in text
     if had_pyplot:
         import matplotlib.pyplot as plt
         assert plt.get_fignums() == []

@@ -34,8 +34,12 @@ BANK_COLOR = "#00d8ff"
 CONTROL_COLOR = "#7CFC00"
 #: Hemisphere colours in the charts.
 SIDE_COLORS = {"left": "#1f77b4", "right": "#d62728"}
-#: PNG resolution: modest, so that a 1 mm whole-brain report stays well under a few MB.
+#: PNG resolution and slice-figure width: modest, so that a 1 mm whole-brain report stays
+#: within a few MB, yet a 2-3 mm band spans several pixels.
 FIG_DPI = 90
+FIG_WIDTH_IN = 8.0
+#: Margin (mm) around the ribbon when zooming the slices on the motor strip.
+CROP_MARGIN_MM = 12.0
 #: Axial levels shown (spanning the bank from the top, plus the level with most bank voxels).
 SPAN_FRACTIONS = (0.1, 0.4, 0.7)
 #: Levels closer than this (slices) to the hand-knob level are replaced by it.
@@ -202,9 +206,14 @@ def _new_figure(figsize):
 
 
 def _png(fig) -> str:
-    buf = io.BytesIO()
+    """Base64 of the figure as an RGB PNG (no alpha channel: smaller, same look)."""
+    from PIL import Image
+
     try:
-        fig.savefig(buf, format="png", dpi=FIG_DPI)
+        fig.canvas.draw()
+        rgba = np.asarray(fig.canvas.buffer_rgba())
+        buf = io.BytesIO()
+        Image.fromarray(rgba[..., :3].copy(), "RGB").save(buf, format="PNG", compress_level=6)
     finally:
         fig.clear()
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -218,95 +227,134 @@ def _window(img: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1.0)
 
 
-def _crop_box(mask: np.ndarray, margin: int = 4):
+def _bbox(mask: np.ndarray):
     if not mask.any():
-        return slice(None), slice(None)
+        return None
     r = np.nonzero(mask.any(axis=1))[0]
     c = np.nonzero(mask.any(axis=0))[0]
-    return (slice(max(r[0] - margin, 0), r[-1] + margin + 1), slice(max(c[0] - margin, 0), c[-1] + margin + 1))
+    return [int(r[0]), int(r[-1]), int(c[0]), int(c[-1])]
 
 
-def _outline_rgba(mask: np.ndarray, color: str) -> np.ndarray:
-    from matplotlib.colors import to_rgba
-    from skimage.segmentation import find_boundaries
+def crop_box(result, plan: dict, indices) -> tuple[slice, slice]:
+    """One crop for all displayed levels: the ribbon plus ``CROP_MARGIN_MM``, inside the brain.
 
-    edge = find_boundaries(mask, mode="inner")
-    rgba = np.zeros(mask.shape + (4,), np.float32)
-    rgba[edge] = to_rgba(color)
-    return rgba
+    Zooming on the motor strip keeps a 2-3 mm band several pixels wide in the figure.
+    """
+    rib = [oriented_slice(result.ribbon.array, plan, i) > 0 for i in indices]
+    brain = [oriented_slice(result.brain_mask.array, plan, i) > 0 for i in indices]
+    shape = rib[0].shape
+    rsp, csp = plan["pixel_mm"]
+    box = _bbox(np.logical_or.reduce(rib))
+    if box is not None:
+        mr, mc = int(np.ceil(CROP_MARGIN_MM / rsp)), int(np.ceil(CROP_MARGIN_MM / csp))
+        box = [box[0] - mr, box[1] + mr, box[2] - mc, box[3] + mc]
+        bb = _bbox(np.logical_or.reduce(brain))
+        if bb is not None:  # no need to show air beyond the brain
+            box = [max(box[0], bb[0] - 2), min(box[1], bb[1] + 2), max(box[2], bb[2] - 2), min(box[3], bb[3] + 2)]
+    else:
+        box = _bbox(np.logical_or.reduce(brain)) or [0, shape[0] - 1, 0, shape[1] - 1]
+    r0, r1 = max(box[0], 0), min(box[1], shape[0] - 1)
+    c0, c1 = max(box[2], 0), min(box[3], shape[1] - 1)
+    if r1 < r0 or c1 < c0:
+        return slice(None), slice(None)
+    return slice(r0, r1 + 1), slice(c0, c1 + 1)
+
+
+def _outline(ax, mask: np.ndarray, color: str, rsp: float, csp: float, lw: float = 0.9) -> None:
+    """Outline a binary mask along voxel edges (a contour at 0.5 between voxel centres)."""
+    if not mask.any() or mask.all():
+        return
+    m = np.pad(mask.astype(np.float32), 1)
+    ys = (np.arange(m.shape[0]) - 0.5) * rsp
+    xs = (np.arange(m.shape[1]) - 0.5) * csp
+    ax.contour(xs, ys, m, levels=[0.5], colors=[color], linewidths=lw)
 
 
 def _edge_letters(ax, labels: dict) -> None:
-    style = dict(transform=ax.transAxes, color="yellow", fontsize=10, fontweight="bold")
-    ax.text(0.02, 0.5, labels["left"], ha="left", va="center", **style)
-    ax.text(0.98, 0.5, labels["right"], ha="right", va="center", **style)
-    ax.text(0.5, 0.98, labels["top"], ha="center", va="top", **style)
-    ax.text(0.5, 0.02, labels["bottom"], ha="center", va="bottom", **style)
+    style = dict(transform=ax.transAxes, color="yellow", fontsize=11, fontweight="bold")
+    ax.text(0.01, 0.5, labels["left"], ha="left", va="center", **style)
+    ax.text(0.99, 0.5, labels["right"], ha="right", va="center", **style)
+    ax.text(0.5, 0.99, labels["top"], ha="center", va="top", **style)
+    ax.text(0.5, 0.01, labels["bottom"], ha="center", va="bottom", **style)
 
 
-def slices_figure(result, z_threshold: float, convention: str = "radiological") -> tuple[str, list]:
-    """Axial SWI, mIP and heatmap panels at the chosen levels; returns (base64 PNG, level info)."""
+def level_figure(result, plan: dict, index: int, caption: str, box, z_threshold: float, vmax: float) -> tuple[str, dict]:
+    """SWI + ribbon, mIP + ribbon and SWI + heatmap at one axial level; (base64 PNG, level info)."""
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    vol = result.swi
+    rsp, csp = plan["pixel_mm"]
+    cut = lambda a: oriented_slice(a, plan, index)[box]  # noqa: E731
+    brain = cut(result.brain_mask.array) > 0
+    rib = cut(result.ribbon.array)
+    swi = cut(result.swi.array).astype(np.float32)
+    mip = cut(result.mip.array).astype(np.float32)
+    z = cut(result.heatmap.array).astype(np.float32)
+    h_mm, w_mm = rib.shape[0] * rsp, rib.shape[1] * csp
+    extent = (0, w_mm, h_mm, 0)
+    bank = np.isin(rib, (BANK["left"], BANK["right"]))
+    ctrl = np.isin(rib, (CONTROL["left"], CONTROL["right"]))
+    ijk = (np.asarray(vol.shape[::-1], float) - 1) / 2
+    ijk[2 - plan["axis"]] = index
+    height = float(vol.ras_of_ijk(ijk)[2])
+    info = {"index": int(index), "height_mm": round(height, 1), "caption": caption,
+            "bank_voxels": int(np.isin(np.take(result.ribbon.array, index, axis=plan["axis"]),
+                                       (BANK["left"], BANK["right"])).sum())}
+
+    width_in = FIG_WIDTH_IN
+    panel_h = (width_in - 1.3) * h_mm / max(w_mm, 1e-6)
+    fig = _new_figure((width_in, min(3 * panel_h + 1.2, 16.0)))
+    axes = fig.subplots(3, 1)
+    lab = plan["labels"]
+    panels = (("SWI, ribbon outlined", swi, True, False), ("Minimum intensity projection (mIP), ribbon outlined", mip, True, False),
+              (f"SWI with the darkness heatmap (z > {z_threshold:g})", swi, False, True))
+    heat_im = None
+    for ax, (title, img, outline, heat) in zip(axes, panels):
+        lo, hi = _window(img, brain)
+        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, extent=extent, interpolation="nearest")
+        if heat:
+            zm = np.ma.masked_where(~(z > z_threshold), z)
+            heat_im = ax.imshow(zm, cmap="autumn_r", vmin=z_threshold, vmax=vmax, extent=extent,
+                                interpolation="nearest")
+            _outline(ax, bank, BANK_COLOR, rsp, csp, lw=0.6)
+        if outline:
+            _outline(ax, ctrl, CONTROL_COLOR, rsp, csp)
+            _outline(ax, bank, BANK_COLOR, rsp, csp)
+        _edge_letters(ax, lab)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlim(0, w_mm)
+        ax.set_ylim(h_mm, 0)
+        ax.set_title(title, fontsize=8)
+    if heat_im is not None:
+        cb = fig.colorbar(heat_im, ax=list(axes), shrink=0.5, location="right")
+        cb.set_label("darkness z vs control cortex (SWI)")
+    handles = [Line2D([], [], color=BANK_COLOR, label="posterior bank (ribbon)"),
+               Line2D([], [], color=CONTROL_COLOR, label="control cortex"),
+               Patch(facecolor="#ff8c00", label=f"hypointense, z > {z_threshold:g}")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8)
+    fig.suptitle(f"Axial level S {height:+.0f} mm ({caption}); {plan['convention']} convention: "
+                 f"patient's {_side_word(lab['left'])} on the image left", fontsize=9)
+    return _png(fig), info
+
+
+def slices_figures(result, z_threshold: float, convention: str = "radiological") -> tuple[list, list]:
+    """One figure per chosen axial level; returns ([base64 PNG, ...], [level info, ...])."""
     vol = result.swi
     axis = axial_axis(vol)
     plan = display_plan(vol, axis, convention)
     levels = choose_levels(result.ribbon, axis)
-    rsp, csp = plan["pixel_mm"]
-    n = len(levels)
-    fig = _new_figure((9.0, 3.0 * n + 0.9))
-    axes = fig.subplots(n, 3, squeeze=False)
-    heat_im = None
-    info = []
-    vmax = max(z_threshold + 3.0, float(np.percentile(result.heatmap.array[result.heatmap.array > z_threshold], 99))
-               if (result.heatmap.array > z_threshold).any() else z_threshold + 3.0)
-    centre_ij = (np.asarray(vol.shape[::-1], float) - 1) / 2
-    for row, (idx, caption) in enumerate(levels):
-        brain = oriented_slice(result.brain_mask.array, plan, idx) > 0
-        rib = oriented_slice(result.ribbon.array, plan, idx)
-        swi = oriented_slice(result.swi.array, plan, idx).astype(np.float32)
-        mip = oriented_slice(result.mip.array, plan, idx).astype(np.float32)
-        z = oriented_slice(result.heatmap.array, plan, idx).astype(np.float32)
-        box = _crop_box(brain if brain.any() else rib > 0)
-        brain, rib, swi, mip, z = brain[box], rib[box], swi[box], mip[box], z[box]
-        extent = (0, rib.shape[1] * csp, rib.shape[0] * rsp, 0)
-        bank = np.isin(rib, (BANK["left"], BANK["right"]))
-        ctrl = np.isin(rib, (CONTROL["left"], CONTROL["right"]))
-        bank_rgba, ctrl_rgba = _outline_rgba(bank, BANK_COLOR), _outline_rgba(ctrl, CONTROL_COLOR)
-        ijk = centre_ij.copy()
-        ijk[2 - axis] = idx
-        height = float(vol.ras_of_ijk(ijk)[2])
-        info.append({"index": int(idx), "height_mm": round(height, 1), "caption": caption,
-                     "bank_voxels": int(bank.sum())})
-        panels = (("SWI + ribbon", swi, True, False), ("mIP + ribbon", mip, True, False),
-                  (f"SWI + heatmap (z > {z_threshold:g})", swi, False, True))
-        for col, (title, img, outline, heat) in enumerate(panels):
-            ax = axes[row][col]
-            lo, hi = _window(img, brain)
-            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, extent=extent, interpolation="nearest")
-            if heat:
-                zm = np.ma.masked_where(~(z > z_threshold), z)
-                heat_im = ax.imshow(zm, cmap="autumn_r", vmin=z_threshold, vmax=vmax, extent=extent,
-                                    interpolation="nearest", alpha=0.85)
-                ax.imshow(bank_rgba * np.array([1, 1, 1, 0.5], np.float32), extent=extent, interpolation="nearest")
-            if outline:
-                ax.imshow(ctrl_rgba, extent=extent, interpolation="nearest")
-                ax.imshow(bank_rgba, extent=extent, interpolation="nearest")
-            _edge_letters(ax, plan["labels"])
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"{title}\nS {height:+.0f} mm, {caption}" if col == 0 else title, fontsize=8)
-    if heat_im is not None:
-        cb = fig.colorbar(heat_im, ax=[axes[r][2] for r in range(n)], shrink=0.6, location="right")
-        cb.set_label("darkness z vs control cortex (SWI)")
-    handles = [Patch(facecolor="none", edgecolor=BANK_COLOR, label="posterior bank (ribbon)"),
-               Patch(facecolor="none", edgecolor=CONTROL_COLOR, label="control cortex"),
-               Patch(facecolor="#ff8c00", label=f"hypointense, z > {z_threshold:g}")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8)
-    lab = plan["labels"]
-    fig.suptitle(f"Axial slices, {convention} convention: patient's {_side_word(lab['left'])} on the image left "
-                 f"({lab['left']} | {lab['right']})", fontsize=9)
-    return _png(fig), info
+    box = crop_box(result, plan, [i for i, _ in levels])
+    hz = result.heatmap.array
+    above = hz > z_threshold
+    vmax = max(z_threshold + 3.0, float(np.percentile(hz[above], 99)) if above.any() else 0.0)
+    pngs, infos = [], []
+    for idx, caption in levels:
+        png, info = level_figure(result, plan, idx, caption, box, z_threshold, vmax)
+        pngs.append(png)
+        infos.append(info)
+    return pngs, infos
 
 
 def _side_word(letter: str) -> str:
@@ -335,6 +383,7 @@ def grades_figure(metrics: dict) -> str:
                 labelled.add(side)
                 ax.text(xpos, max(g, 0.04) + 0.04, str(g), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, [f"{n}\n({REGION_BODY[n]})" for n in REGION_ORDER])
+    ax.set_xlim(-0.7, len(REGION_ORDER) - 0.3)
     ax.set_ylim(0, 2.5)
     ax.set_yticks([0, 1, 2], ["0 none", "1 mild", "2 marked"])
     ax.set_ylabel("regional grade (provisional)")
@@ -363,9 +412,13 @@ def profile_figure(metrics: dict, band_z: float) -> str:
     if not plotted:
         ax.text(0.5, 0.5, "no profile available", transform=ax.transAxes, ha="center", va="center", color="0.4")
     ax.set_xlabel("median darkness z of the bank (SWI; + = darker than control cortex)")
-    ax.set_ylabel("height (RAS S, mm): vertex / leg at top, face near the Sylvian fissure at bottom")
-    ax.legend(loc="best", fontsize=7)
-    ax.set_title("Profile along each precentral gyrus", fontsize=9)
+    ax.set_ylabel("height along the gyrus (RAS S, mm)")
+    if plotted:
+        ax.text(0.02, 0.98, "vertex (leg)", transform=ax.transAxes, ha="left", va="top", fontsize=7, color="0.4")
+        ax.text(0.02, 0.02, "towards the Sylvian fissure (face)", transform=ax.transAxes, ha="left",
+                va="bottom", fontsize=7, color="0.4")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=7)
+    ax.set_title("Profile along each precentral gyrus (median z per 5 mm of height)", fontsize=9)
     return _png(fig)
 
 
@@ -427,8 +480,11 @@ def verdict_html(result, band_z: float) -> str:
             "as in case 2 of the case report that named the sign.</p>")
     tg = m.get("total_grade")
     if tg is not None:
-        parts.append(f"<p>Total regional grade: <b>{_e(tg)}</b> / 12 (3 regions \u00d7 2 hemispheres \u00d7 0-2; "
-                     f"provisional: grade 1 from median z \u2265 {_e(format(band_z, 'g'))}).</p>")
+        regs = [r for h in (m.get("hemispheres") or {}).values() for r in (h.get("regions") or {}).values()]
+        n_meas = sum(1 for r in regs if r.get("measured"))
+        parts.append(f"<p>Total regional grade: <b>{_e(tg)}</b> / 12 (3 regions \u00d7 2 hemispheres \u00d7 0-2, "
+                     f"{n_meas} of {len(regs)} regions measured; provisional: grade 1 from median z "
+                     f"\u2265 {_e(format(band_z, 'g'))}).</p>")
     n_warn = len(result.warnings or [])
     if n_warn:
         parts.append(f'<p class="warn">{n_warn} quality warning{"s" if n_warn != 1 else ""}: read them below '
@@ -476,8 +532,8 @@ def table_html(metrics: dict) -> str:
     return f'<table class="scores"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _kv_table(items, cls="kv") -> str:
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_plain(v))}</td></tr>" for k, v in items)
+def _kv_table(items, cls="kv", none="not recorded") -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(none if v is None else _plain(v))}</td></tr>" for k, v in items)
     return f'<table class="{cls}"><tbody>{rows}</tbody></table>' if rows else "<p>none recorded</p>"
 
 
@@ -528,7 +584,7 @@ def render_html(result, convention: str = "radiological") -> str:
     import matplotlib
 
     with matplotlib.rc_context({"font.size": 8}):  # restored on exit: no global state leaks
-        slices_png, levels = slices_figure(result, z_thr, convention)
+        slice_pngs, levels = slices_figures(result, z_thr, convention)
         grades_png = grades_figure(m)
         profile_png = profile_figure(m, band_z)
     warnings = list(dict.fromkeys(result.warnings or []))
@@ -554,10 +610,12 @@ def render_html(result, convention: str = "radiological") -> str:
         verdict_html(result, band_z),
         "<h2>Axial slices through the motor strip</h2>",
         f"<p class=\"small\">{_e(convention.capitalize())} convention: the L / R letters on each image are "
-        "computed from the image's IJK-to-RAS matrix. Left: SWI with the posterior-bank ribbon (cyan) and "
-        f"control cortex (green) outlined; middle: minimum intensity projection; right: darkness z-map shown "
-        f"where z &gt; {_e(format(z_thr, 'g'))}. Levels: {_e(level_text)}.</p>",
-        img(slices_png, "Axial SWI and mIP slices with ribbon outlines and heatmap"),
+        "computed from the image's IJK-to-RAS matrix. Each level, top to bottom: SWI with the posterior-bank "
+        "ribbon (cyan) and the control cortex (green) outlined; the minimum intensity projection (mIP) with the "
+        f"same outlines; the darkness z-map over SWI where z &gt; {_e(format(z_thr, 'g'))}. "
+        f"Levels: {_e(level_text)}.</p>",
+        *[img(png, f"Axial SWI and mIP at S {lv['height_mm']:+.0f} mm with ribbon outlines and heatmap")
+          for png, lv in zip(slice_pngs, levels)],
         "<h2>Scores per hemisphere and region</h2>",
         table_html(m),
         "<p class=\"small\">Band contrast = median SWI of the bank / median of the control cortex (&lt; 1 = "
@@ -573,7 +631,7 @@ def render_html(result, convention: str = "radiological") -> str:
         "<h2>Quality control</h2>",
         qc_html(result.qc),
         "<h2>Parameters</h2>",
-        _kv_table(params.items()),
+        _kv_table(params.items(), none="default"),
         "<h3>Thresholds (provisional)</h3>",
         _kv_table(thresholds.items()),
         "<h2>Versions and timings</h2>",
@@ -600,6 +658,7 @@ def write_report(result, path, convention: str = "radiological") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
