@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.fft as sfft
-from scipy import ndimage
 
 from .errors import InputError
 
@@ -396,12 +395,23 @@ def homodyne_highpass(phase, magnitude=None, window: int = DEFAULT_HOMODYNE_WIND
         np.arctan2(lp.imag, lp.real, out=out[k0:k1])
 
     if dims == 2:
+        # Pruned 2D FFT: only the central columns/rows under the window are transformed along
+        # the second axis, so the pair costs about half of a full fft2 + ifft2 (same result).
+        idx_i = np.flatnonzero(wi)
+        idx_j = np.flatnonzero(wj)
+        w_small = np.ascontiguousarray(w2[np.ix_(idx_j, idx_i)])
+
         def work(k0, k1):
             z = np.empty((k1 - k0, nj, ni), dtype=np.complex64)
             fill_z(z, k0, k1)
-            spec = sfft.fft2(z, axes=(1, 2), workers=1)
-            spec *= w2
-            lp = sfft.ifft2(spec, axes=(1, 2), workers=1, overwrite_x=True)
+            a = sfft.fft(z, axis=2, workers=1)
+            b = sfft.fft(a[:, :, idx_i], axis=1, workers=1, overwrite_x=True)
+            e = np.zeros((k1 - k0, nj, idx_i.size), dtype=np.complex64)
+            e[:, idx_j, :] = b[:, idx_j, :] * w_small
+            e = sfft.ifft(e, axis=1, workers=1, overwrite_x=True)
+            a[...] = 0
+            a[:, :, idx_i] = e
+            lp = sfft.ifft(a, axis=2, workers=1, overwrite_x=True)
             finish(z, lp, k0, k1)
 
         _for_chunks(nk, _chunk_len(nj * ni), work)
@@ -771,9 +781,9 @@ def minimum_intensity_projection(image, spacing_k_mm: float, slab_mm: float = DE
     """Sliding minimum intensity projection along k (axis 0) over a slab in mm, same grid.
 
     The slab covers the nearest odd number of slices to ``slab_mm / spacing_k_mm`` (at least
-    1), centred on each slice; edges repeat the nearest slice (``scipy.ndimage``
-    ``minimum_filter1d``, mode "nearest"). Haacke et al. 2004 (MRM 52:612) project over
-    8-16 mm.
+    1), centred on each slice; at the ends the window is clipped (the same as repeating the
+    edge slice, ``scipy.ndimage.minimum_filter1d`` mode "nearest", against which it is
+    tested). Haacke et al. 2004 (MRM 52:612) project over 8-16 mm.
 
     Returns
     -------
@@ -793,12 +803,17 @@ def minimum_intensity_projection(image, spacing_k_mm: float, slab_mm: float = DE
     if n == 1:
         return img.copy(), 1
     out = np.empty_like(img)
-    nj = img.shape[1]
+    nk = img.shape[0]
+    h = n // 2
 
-    def work(j0, j1):
-        ndimage.minimum_filter1d(img[:, j0:j1], size=n, axis=0, mode="nearest", output=out[:, j0:j1])
+    def work(k0, k1):
+        # slices are contiguous planes: reducing over a few of them is cache friendly and
+        # several times faster than a strided 1D filter along axis 0; the window is clipped
+        # at the ends, which for a minimum equals repeating the edge slice ("nearest").
+        for k in range(k0, k1):
+            np.minimum.reduce(img[max(0, k - h):min(nk, k + h + 1)], axis=0, out=out[k])
 
-    _for_chunks(nj, max(1, nj // (2 * _n_threads())), work)
+    _for_chunks(nk, max(1, -(-nk // (4 * _n_threads()))), work)
     return out, n
 
 
