@@ -497,6 +497,6 @@ class MotorBandSignTest(ScriptedLoadableModuleTest):
         pn = logic.getParameterNode()
         self.assertEqual(logic.parametersFromNode(pn).resolved(), Parameters().resolved())
         pn.echo_times = "5, 10"
-        self.assertEqual(logic.parametersFromNode(pn).echo_times, (0.005, 0.01))
+        self.assertEqual(tuple(round(t, 6) for t in logic.parametersFromNode(pn).echo_times), (0.005, 0.01))
         self.assertEqual(slicer_logic.input_problem(None, None), "Select the magnitude volume.")
         self.delayDisplay("Test passed")

@@ -70,6 +70,23 @@ class ParamSpec:
     scale: float = 1.0  # text-tuple: stored value = typed value * scale
 
 
+_SIMPLE_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "tuple": tuple, "list": list}
+
+
+def _type_hints() -> dict:
+    """Field types of Parameters; parses ``X | None`` by hand where the Python (e.g. 3.9 in
+    older Slicer releases) cannot evaluate it."""
+    try:
+        return typing.get_type_hints(Parameters)
+    except TypeError:
+        out = {}
+        for f in dataclasses.fields(Parameters):
+            parts = [p.strip().split("[")[0] for p in str(f.type).split("|")]
+            base = [_SIMPLE_TYPES.get(p, str) for p in parts if p != "None"][0]
+            out[f.name] = typing.Optional[base] if "None" in parts else base
+        return out
+
+
 def _base_type(tp):
     """``X | None`` -> (X, True); ``X`` -> (X, False)."""
     args = typing.get_args(tp)
@@ -85,7 +102,7 @@ def parameter_specs() -> list:
     Defaults are the resolved ones (``Parameters().resolved()``: each step's documented
     default), so the panel shows the numbers that will be used, not blanks.
     """
-    hints = typing.get_type_hints(Parameters)
+    hints = _type_hints()
     resolved = Parameters().resolved()
     choices = _choices()
     specs = []
