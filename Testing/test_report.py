@@ -359,3 +359,23 @@ def test_no_pyplot_or_rc_state_leaks():
         assert "matplotlib.pyplot" not in sys.modules
     assert dict.__getitem__(matplotlib.rcParams, "backend") == backend
     assert matplotlib.rcParams["font.size"] == font
+
+
+def test_empty_ribbon_still_reports(tmp_path):
+    """A failed localisation (no ribbon at all) still gives a complete, honest report."""
+    res = make_result()
+    empty = np.zeros(SHAPE, np.uint8)
+    zz = np.zeros(SHAPE, np.float32)
+    metrics = scoring.score(res.swi.array, zz, empty, empty, 0.001)
+    metrics["profiles"] = scoring.profiles(zz, empty, np.zeros(SHAPE))
+    res.ribbon, res.regions, res.heatmap, res.metrics = (res.ribbon.with_array(empty), res.regions.with_array(empty),
+                                                         res.heatmap.with_array(zz), metrics)
+    levels = report.choose_levels(res.ribbon, 0)
+    assert levels == [(SHAPE[0] // 2, "middle of the volume (no ribbon)")]
+    text = report.write_report(res, tmp_path / "r.html").read_text()
+    p = parse(text)
+    assert p.errors == [] and text.count("data:image/png;base64,") == 1 + 2
+    body = "".join(p.text)
+    assert "Pattern: absent" in body and "Total regional grade" not in body  # nothing was graded
+    rows = [r for r in p.rows if r and r[0] in ("left", "right")]
+    assert len(rows) == 8 and all(c.startswith("not measured") for r in rows for c in r[2:])

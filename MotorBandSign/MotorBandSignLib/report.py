@@ -278,7 +278,8 @@ def _edge_letters(ax, labels: dict) -> None:
     ax.text(0.5, 0.01, labels["bottom"], ha="center", va="bottom", **style)
 
 
-def level_figure(result, plan: dict, index: int, caption: str, box, z_threshold: float, vmax: float) -> tuple[str, dict]:
+def level_figure(result, plan: dict, index: int, caption: str, box, z_threshold: float,
+                 vmax: float) -> tuple[str, dict]:
     """SWI + ribbon, mIP + ribbon and SWI + heatmap at one axial level; (base64 PNG, level info)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -307,7 +308,8 @@ def level_figure(result, plan: dict, index: int, caption: str, box, z_threshold:
     fig = _new_figure((width_in, min(3 * panel_h + 1.2, 16.0)))
     axes = fig.subplots(3, 1)
     lab = plan["labels"]
-    panels = (("SWI, ribbon outlined", swi, True, False), ("Minimum intensity projection (mIP), ribbon outlined", mip, True, False),
+    panels = (("SWI, ribbon outlined", swi, True, False),
+              ("Minimum intensity projection (mIP), ribbon outlined", mip, True, False),
               (f"SWI with the darkness heatmap (z > {z_threshold:g})", swi, False, True))
     heat_im = None
     for ax, (title, img, outline, heat) in zip(axes, panels):
@@ -565,10 +567,12 @@ def qc_html(qc: dict) -> str:
 
 CSS = """
 body{font-family:Helvetica,Arial,sans-serif;max-width:1000px;margin:1.5em auto;padding:0 1em;color:#222;line-height:1.4}
-h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+h1{font-size:1.5em;margin-bottom:.2em}
+h2{font-size:1.15em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 .verdict{background:#f4f7fb;border-left:5px solid #3a6ea5;padding:.6em 1em}
 .pattern{font-size:1.1em} .diffuse{color:#7a4b00} .warn{color:#a00000;font-weight:bold}
-table{border-collapse:collapse;margin:.5em 0;font-size:.9em} td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
+td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}
 table.scores td{text-align:right} table.scores td:nth-child(1),table.scores td:nth-child(2){text-align:left}
 tr.hemi td{font-weight:bold;background:#f7f7f7} ul.warnings li{color:#a00000}
 img{max-width:100%;height:auto;display:block;margin:.5em 0}
