@@ -415,10 +415,10 @@ def profile_figure(metrics: dict, band_z: float) -> str:
         ax.text(0.5, 0.5, "no profile available", transform=ax.transAxes, ha="center", va="center", color="0.4")
     ax.set_xlabel("median darkness z of the bank (SWI; + = darker than control cortex)")
     ax.set_ylabel("height along the gyrus (RAS S, mm)")
-    if plotted:
-        ax.text(0.02, 0.98, "vertex (leg)", transform=ax.transAxes, ha="left", va="top", fontsize=7, color="0.4")
-        ax.text(0.02, 0.02, "towards the Sylvian fissure (face)", transform=ax.transAxes, ha="left",
-                va="bottom", fontsize=7, color="0.4")
+    if plotted:  # the ends of the gyrus, named on a secondary axis so that they never hide the data
+        lo, hi = ax.get_ylim()
+        sec = ax.secondary_yaxis("right")
+        sec.set_yticks([hi, lo], ["vertex\n(leg)", "Sylvian\n(face)"], fontsize=7, color="0.35")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=7)
     ax.set_title("Profile along each precentral gyrus (median z per 5 mm of height)", fontsize=9)
     return _png(fig)
