@@ -234,8 +234,10 @@ def test_empty_segment_is_kept_and_exports_empty(scene):
     labels[1, 1, 1] = 1
     seg = mrml.segmentation_from_labels(Volume(labels, m, "x"), {1: "a", 2: "b"}, {}, None, scene)
     assert mrml.segment_names(seg) == ["a", "b"]
+    n_nodes = scene.GetNumberOfNodes()
     back = mrml.labels_from_segmentation(seg, Volume(labels, m, "x"), {"a": 1, "b": 2})
     assert np.array_equal(back.array, labels)
+    assert scene.GetNumberOfNodes() == n_nodes  # no scratch node (or export colour table) left behind
 
 
 def test_mrb_round_trip(tmp_path):
@@ -251,6 +253,10 @@ def test_mrb_round_trip(tmp_path):
     path = mrml.write_mrb(src, tmp_path / "case.mrb")
     assert path.exists() and path.stat().st_size > 0
     assert [p.name for p in tmp_path.iterdir()] == ["case.mrb"]
+    import zipfile
+
+    # the bundle is named after the final file (Slicer derives its folder and scene names from it)
+    assert "case/case.mrml" in zipfile.ZipFile(path).namelist()
     dst = mrml.new_headless_scene()
     mrml.read_mrb(path, dst)
     swi = dst.GetFirstNodeByName("swi")

@@ -598,6 +598,7 @@ def labels_from_segmentation(seg_node, reference: Volume, names_to_values: dict,
     ref_node = node_from_volume(Volume(np.zeros(reference.shape, np.uint8), reference.ijk_to_ras, "mbs-reference"),
                                 scene, name="__MotorBandSign_reference__")
     label_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__MotorBandSign_export__")
+    colors_before = {n.GetID() for n in _nodes_of(scene, "vtkMRMLColorTableNode")}
     try:
         for seg_name, value in names_to_values.items():
             sid = segmentation.GetSegmentIdBySegmentName(str(seg_name))
@@ -615,8 +616,17 @@ def labels_from_segmentation(seg_node, reference: Volume, names_to_values: dict,
     finally:
         _remove_with_dependents(scene, label_node)
         _remove_with_dependents(scene, ref_node)
+        # the export makes a colour table per call ("<segmentation>_ColorTable"): drop ours
+        for n in _nodes_of(scene, "vtkMRMLColorTableNode"):
+            if n.GetID() not in colors_before:
+                scene.RemoveNode(n)
     return Volume(out, reference.ijk_to_ras.copy(), f"{seg_node.GetName()} labels",
                   {"segmentation": seg_node.GetName()})
+
+
+def _nodes_of(scene, class_name: str) -> list:
+    col = scene.GetNodesByClass(class_name)
+    return [col.GetItemAsObject(i) for i in range(col.GetNumberOfItems())]
 
 
 def read_segmentation(path, scene=None):
@@ -644,24 +654,33 @@ def read_segmentation(path, scene=None):
 
 
 def _atomic_target(path, allowed: tuple, what: str):
+    """(final path, temporary path) for an atomic write of ``path``.
+
+    The temporary file has the final file's name, inside a fresh hidden directory next to it
+    (same file system, so ``os.replace`` is atomic; same name, so writers that derive names
+    from the file name, like the .mrb bundle's folder and scene file, see the final one).
+    """
     p = Path(path)
     ext = _lower_suffix(p)
     if ext not in allowed:
         raise InputError(f"{p}: cannot write a {what} with extension '{ext}' (use {', '.join(allowed)}).")
     if not p.parent.exists():
         raise InputError(f"{p}: the directory {p.parent} does not exist.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=ext, dir=str(p.parent))
-    os.close(fd)
-    os.unlink(tmp)  # the writers create the file themselves; the name stays unique to this call
-    return p, tmp
+    tmp_dir = tempfile.mkdtemp(prefix=f".{p.name}.partial-", dir=str(p.parent))
+    return p, os.path.join(tmp_dir, p.name)
+
+
+def _discard(tmp: str):
+    shutil.rmtree(os.path.dirname(tmp), ignore_errors=True)
 
 
 def _finish(tmp: str, p: Path, ok, what: str):
-    if not ok or not os.path.exists(tmp) or os.path.getsize(tmp) == 0:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise RuntimeError(f"writing {what} to {p} failed (see the ERR lines above)")
-    os.replace(tmp, p)
+    try:
+        if not ok or not os.path.exists(tmp) or os.path.getsize(tmp) == 0:
+            raise RuntimeError(f"writing {what} to {p} failed (see the ERR lines above)")
+        os.replace(tmp, p)
+    finally:
+        _discard(tmp)
     return p
 
 
@@ -676,8 +695,7 @@ def write_volume_node(node, path):
     try:
         ok = storage.WriteData(node)
     except Exception:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
     return _finish(tmp, p, ok, f"volume {_node_label(node)}")
 
@@ -693,8 +711,7 @@ def write_segmentation(seg_node, path):
     try:
         ok = storage.WriteData(seg_node)
     except Exception:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
     return _finish(tmp, p, ok, f"segmentation {_node_label(seg_node)}")
 
@@ -703,7 +720,11 @@ def write_mrb(scene, path):
     """Save the whole scene (every node and its data) as a Medical Reality Bundle, atomically."""
     scene = _scene_or_default(scene)
     p, tmp = _atomic_target(path, (".mrb",), "scene bundle")
-    ok = scene.WriteToMRB(tmp)
+    try:
+        ok = scene.WriteToMRB(tmp)
+    except Exception:
+        _discard(tmp)
+        raise
     return _finish(tmp, p, ok, "the scene")
 
 

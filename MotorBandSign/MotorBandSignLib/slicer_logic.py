@@ -268,6 +268,8 @@ class NodeResult:
     nodes: dict = field(default_factory=dict)
     verdict: str = ""
     focus_ras: tuple | None = None
+    #: Name prefix of the output nodes (kept so that re-measuring keeps the names).
+    prefix: str = ""
 
     @property
     def metrics(self) -> dict:
@@ -345,7 +347,7 @@ class NodeLogic:
         prefix = f"{self.OUTPUT_PREFIX} {magnitudeNode.GetName()}".strip()
         nodes = mrml.result_to_nodes(result, scene, nodes={k: v for k, v in (outputs or {}).items() if v is not None},
                                      prefix=prefix)
-        return self._finish(result, nodes, scene)
+        return self._finish(result, nodes, scene, prefix)
 
     def remeasure(self, result: NodeResult, segmentationNode, parameters) -> NodeResult:
         """Heatmap and scores again from the (edited) ribbon segmentation; volumes are reused.
@@ -364,8 +366,9 @@ class NodeLogic:
         new = pipeline.remeasure(result.result, labels, p)
         scene = self._scene_for(segmentationNode)
         nodes = dict(result.nodes, segmentation=segmentationNode)
-        nodes = mrml.result_to_nodes(new, scene, nodes=nodes, keys={"heatmap", "regions", "table", "chart"})
-        return self._finish(new, nodes, scene)
+        nodes = mrml.result_to_nodes(new, scene, nodes=nodes, prefix=result.prefix,
+                                     keys={"heatmap", "regions", "table", "chart"})
+        return self._finish(new, nodes, scene, result.prefix)
 
     def saveReport(self, result: NodeResult, path) -> str:
         """Write the HTML report of ``result`` to ``path``; returns the path written."""
@@ -375,12 +378,12 @@ class NodeLogic:
             raise InputError("no result to report: run Apply first.")
         return str(report.write_report(result.result, path))
 
-    def _finish(self, result, nodes, scene) -> NodeResult:
+    def _finish(self, result, nodes, scene, prefix: str = "") -> NodeResult:
         focus = focus_point(result)
         z = result.params.z_threshold if result.params.z_threshold is not None else 2.0
         mrml.show_results(scene, nodes.get("swi"), nodes.get("mip"), nodes.get("heatmap"), nodes.get("segmentation"),
                           z_threshold=z, z_max=z + 3.0, focus_ras=focus)
-        return NodeResult(result=result, nodes=nodes, verdict=verdict_text(result.metrics), focus_ras=focus)
+        return NodeResult(result=result, nodes=nodes, verdict=verdict_text(result.metrics), focus_ras=focus, prefix=prefix)
 
 
 def load_demo_nodes(scene=None, name: str = "Motor band demo") -> tuple:
