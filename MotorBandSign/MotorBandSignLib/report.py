@@ -365,7 +365,7 @@ def _side_word(letter: str) -> str:
 
 def grades_figure(metrics: dict) -> str:
     """Grouped bars of the provisional 0-2 regional grades per hemisphere."""
-    fig = _new_figure((5.5, 3.0))
+    fig = _new_figure((6.5, 3.0))
     ax = fig.add_subplot()
     hemis = metrics.get("hemispheres", {})
     x = np.arange(len(REGION_ORDER))
@@ -384,7 +384,7 @@ def grades_figure(metrics: dict) -> str:
                        label=None if side in labelled else f"{side} hemisphere")
                 labelled.add(side)
                 ax.text(xpos, max(g, 0.04) + 0.04, str(g), ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, [f"{n}\n({REGION_BODY[n]})" for n in REGION_ORDER])
+    ax.set_xticks(x, [f"{n}\n({REGION_BODY[n]})" for n in REGION_ORDER], fontsize=7)
     ax.set_xlim(-0.7, len(REGION_ORDER) - 0.3)
     ax.set_ylim(0, 2.5)
     ax.set_yticks([0, 1, 2], ["0 none", "1 mild", "2 marked"])
