@@ -7,7 +7,6 @@ here only delegates to it, so the same code runs in batch from Slicer's Python c
 the ``motorband`` command and headless in the tests.
 """
 
-import logging
 import os
 import typing
 from typing import Annotated

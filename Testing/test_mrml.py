@@ -185,6 +185,8 @@ def test_dicom_series_directory(scene, tmp_path):
         sl.SetMetaData("0018|0050", str(spacing[2]))
         writer.SetFileName(str(d / f"slice{k:03d}.dcm"))
         writer.Execute(sl)
+    with pytest.raises(InputError, match=r"slice000.dcm: a single slice \(size \(5, 6, 1\)\); a 3D volume is expected. For DICOM, give the directory"):
+        mrml.read_volume_node(d / "slice000.dcm", scene)
     node = mrml.read_volume_node(d, scene, name="dicom phase")
     vol = mrml.volume_from_node(node)
     assert node.GetName() == "dicom phase"

@@ -417,8 +417,11 @@ def read_volume_node(path, scene=None, name: str | None = None, labelmap: bool =
     ncomp = reader.GetNumberOfComponents()
     if dim > 3 and size[3] == 1:
         dim = 3
-    if dim < 3:
-        raise InputError(f"{p}: a {dim}D image of size {size}; a 3D volume is expected.")
+    if dim < 3 or size[2] == 1:
+        dicom = reader.GetImageIO() == "GDCMImageIO" or p.suffix.lower() in (".dcm", ".ima")
+        hint = " For DICOM, give the directory that holds the whole series." if dicom else ""
+        what = f"a {dim}D image of size {size}" if dim < 3 else f"a single slice (size {size[:3]})"
+        raise InputError(f"{p}: {what}; a 3D volume is expected.{hint}")
     if (dim > 3 or ncomp > 1) and not allow_4d:
         what = f"{dim}D image of size {size}" if dim > 3 else f"image with {ncomp} components per voxel"
         raise InputError(
