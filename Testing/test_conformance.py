@@ -495,8 +495,40 @@ def check_lib_imports(root) -> list:
     return out
 
 
+#: Array / image libraries: the module file's Widget and Logic must not compute with them.
+COMPUTE_NAMES = ("np", "numpy", "scipy", "ndimage", "sitk", "SimpleITK", "skimage")
+
+
+def check_logic_is_thin(root) -> list:
+    """MotorBandSign.py's Widget and Logic compute nothing themselves (no numpy/scipy/SimpleITK);
+    only the Test class may build test data with them."""
+    tree = _module_ast(Path(root))
+    problems = []
+    for cls_name in (f"{MODULE}Widget", f"{MODULE}Logic"):
+        cls = _class(tree, cls_name)
+        if cls is None:
+            continue
+        for node in ast.walk(cls):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                for mod in mods:
+                    if mod.split(".")[0] in COMPUTE_NAMES:
+                        problems.append(f"MotorBandSign.py:{node.lineno}: {cls_name} imports {mod}; "
+                                        "computation belongs in MotorBandSignLib")
+            elif isinstance(node, ast.Name) and node.id in COMPUTE_NAMES:
+                problems.append(f"MotorBandSign.py:{node.lineno}: {cls_name} uses {node.id}; "
+                                "computation belongs in MotorBandSignLib")
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for mod in mods:
+                if mod.split(".")[0] in COMPUTE_NAMES:
+                    problems.append(f"MotorBandSign.py:{node.lineno}: imports {mod} at module level")
+    return problems
+
+
 ALL_CHECKS = (check_ui_names, check_parameter_names, check_widget_classes, check_logic_calls,
-              check_cmake_lists, check_extension_cmake, check_lib_imports)
+              check_cmake_lists, check_extension_cmake, check_lib_imports, check_logic_is_thin)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -692,3 +724,12 @@ def test_vtk_outside_adapter_is_caught(broken):
     p.write_text("import vtk\n" + p.read_text())
     assert check_lib_imports(broken) == [
         "MotorBandSignLib/heatmap.py:1: imports vtk; only mrml.py may touch MRML/VTK"]
+
+
+def test_computation_in_the_logic_is_caught(broken):
+    _edit(broken / MODULE / f"{MODULE}.py", '        """Write the HTML report; returns the path written."""\n',
+          '        """Write the HTML report; returns the path written."""\n        import numpy as np\n'
+          '        np.save(path, np.zeros(3))\n')
+    problems = check_logic_is_thin(broken)
+    assert len(problems) == 2
+    assert "MotorBandSignLogic imports numpy" in problems[0] and "MotorBandSignLogic uses np" in problems[1]
