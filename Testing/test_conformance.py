@@ -524,7 +524,7 @@ def check_logic_is_thin(root) -> list:
             for mod in mods:
                 if mod.split(".")[0] in COMPUTE_NAMES:
                     problems.append(f"MotorBandSign.py:{node.lineno}: imports {mod} at module level")
-    return problems
+    return list(dict.fromkeys(problems))  # one report per line and name
 
 
 ALL_CHECKS = (check_ui_names, check_parameter_names, check_widget_classes, check_logic_calls,
