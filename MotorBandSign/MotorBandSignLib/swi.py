@@ -100,6 +100,11 @@ MAGNITUDE_COMBINATIONS = ("rss", "snr")
 #: an iron band that fell below the mask threshold; an edge voxel just outside has < 0.5).
 _SUPPORT_MIN_WEIGHT = 0.6
 
+#: Homodyne, outside the signal mask: the high-passed phase is kept where the low-pass modulus
+#: is at least this share of the median tissue magnitude (holes in tissue), else set to 0 (air,
+#: where it is noise). Our choice, mirroring _SUPPORT_MIN_WEIGHT of the unwrap route.
+_HOMODYNE_MIN_LOWPASS = 0.25
+
 #: Complex samples per chunk of slices (8 MB of complex64): temporaries stay small and below
 #: glibc's mmap threshold so they are reused rather than page-faulted afresh.
 _CHUNK_ELEMENTS = 1 << 20
@@ -184,6 +189,17 @@ def _hann_window(n: int, width: int) -> np.ndarray:
     f = sfft.fftfreq(n, d=1.0 / n)  # integer frequency indices
     w = np.where(np.abs(f) < width / 2.0, 0.5 + 0.5 * np.cos(2 * np.pi * f / width), 0.0)
     return w.astype(np.float32)
+
+
+def _masked_median(values: np.ndarray, mask: np.ndarray) -> float:
+    """Median of ``values`` inside ``mask`` from a regular subsample of at most ~1 M voxels."""
+    v = values.reshape(-1)
+    m = mask.reshape(-1)
+    step = max(1, v.size // 1_000_000)
+    s = v[::step][m[::step]]
+    if s.size == 0:
+        s = v[m]
+    return float(np.median(s)) if s.size else 0.0
 
 
 def _as_float32(a) -> np.ndarray:
@@ -339,7 +355,8 @@ def combine_magnitude(magnitudes, method: str = DEFAULT_MAGNITUDE_COMBINATION, s
 # ----------------------------------------------------------------------------------------------
 
 def homodyne_highpass(phase, magnitude=None, window: int = DEFAULT_HOMODYNE_WINDOW,
-                      dims: int = DEFAULT_HOMODYNE_DIMS) -> np.ndarray:
+                      dims: int = DEFAULT_HOMODYNE_DIMS, min_lowpass: float = 0.0,
+                      signal_mask=None) -> np.ndarray:
     """High-pass phase by complex division by a Hann-windowed low-pass copy (homodyne filter).
 
     ``phase_hp = angle(z * conj(LP(z)))`` with ``z = magnitude * exp(i phase)`` and LP keeping
@@ -356,6 +373,14 @@ def homodyne_highpass(phase, magnitude=None, window: int = DEFAULT_HOMODYNE_WIND
         :data:`DEFAULT_HOMODYNE_WINDOW`.
     dims : {2, 3}
         2: per slice in the (j, i) plane (Haacke et al. 2004); 3: over the volume.
+    min_lowpass : float
+        Outside ``signal_mask``, voxels whose low-pass modulus is below this get a high-passed
+        phase of 0: there the phase is noise (air) and its value would change with any
+        rounding. Dark holes inside tissue (veins, an iron band below the mask threshold) keep
+        their phase, as the low-pass there is carried by the tissue around them. Inside the
+        mask every voxel is kept (textbook homodyne). 0 keeps every voxel.
+    signal_mask : array_like of bool, optional
+        Voxels with signal (required for ``min_lowpass`` to act).
 
     Returns
     -------
@@ -389,10 +414,24 @@ def homodyne_highpass(phase, magnitude=None, window: int = DEFAULT_HOMODYNE_WIND
             c *= mag[k0:k1]
         z.imag = c
 
+    floor2 = np.float32(min_lowpass) ** 2
+    smask = None if signal_mask is None else np.asarray(signal_mask, dtype=bool)
+    if smask is not None and smask.shape != ph.shape:
+        raise InputError(f"signal_mask shape {smask.shape} differs from the phase shape {ph.shape}.")
+
     def finish(z, lp, k0, k1):
+        weak = None
+        if floor2 > 0 and smask is not None:
+            a = np.square(lp.real)
+            a += np.square(lp.imag)
+            weak = a < floor2
+            weak &= ~smask[k0:k1]
         np.conjugate(lp, out=lp)
         lp *= z
-        np.arctan2(lp.imag, lp.real, out=out[k0:k1])
+        o = out[k0:k1]
+        np.arctan2(lp.imag, lp.real, out=o)
+        if weak is not None:
+            o[weak] = 0.0
 
     if dims == 2:
         # Pruned 2D FFT: only the central columns/rows under the window are transformed along
@@ -445,7 +484,7 @@ def homodyne_highpass(phase, magnitude=None, window: int = DEFAULT_HOMODYNE_WIND
 # high-pass: unwrap + Gaussian
 # ----------------------------------------------------------------------------------------------
 
-def laplacian_unwrap(phase, spacing_kji=(1.0, 1.0, 1.0)) -> np.ndarray:
+def laplacian_unwrap(phase, spacing_kji=(1.0, 1.0, 1.0), mask=None) -> np.ndarray:
     """Unwrap phase by least squares with the fast (cosine-transform) Laplacian solver.
 
     The Laplacian of the true phase is built from wrapped neighbour differences,
@@ -462,6 +501,10 @@ def laplacian_unwrap(phase, spacing_kji=(1.0, 1.0, 1.0)) -> np.ndarray:
         Wrapped phase in radians. Not modified.
     spacing_kji : sequence of 3 float
         Voxel size in mm (k, j, i).
+    mask : array_like of bool, optional
+        Voxels whose phase is signal. Differences touching a voxel outside are set to 0, so
+        noise (air) adds nothing to the Laplacian and tiny changes of noise phase (where a
+        difference sits at +-pi) cannot flip 2 pi jumps into the solution.
 
     Returns
     -------
@@ -477,6 +520,9 @@ def laplacian_unwrap(phase, spacing_kji=(1.0, 1.0, 1.0)) -> np.ndarray:
     """
     ph = _as_float32(phase)
     nk, nj, ni = ph.shape
+    m = None if mask is None else np.asarray(mask, dtype=bool)
+    if m is not None and m.shape != ph.shape:
+        raise InputError(f"mask shape {m.shape} differs from the phase shape {ph.shape}.")
     inv_h2 = [np.float32(1.0 / float(h) ** 2) for h in spacing_kji]
     lap = np.empty(ph.shape, dtype=np.float32)
 
@@ -484,7 +530,9 @@ def laplacian_unwrap(phase, spacing_kji=(1.0, 1.0, 1.0)) -> np.ndarray:
         # forward differences g(x) = W(phi(x+1) - phi(x)), g = 0 at the last index (Neumann);
         # L(x) = g(x) - g(x-1) with g(-1) = 0.
         lo, hi = max(k0 - 1, 0), min(k1 + 1, nk)
-        ext = ph[lo:hi]
+        # wrap the chunk first: differences of values within one turn carry only the input's own
+        # rounding, not that of 2 pi multiples (keeps phase + 2 pi k invariance at float32 level)
+        ext = _wrap_inplace(ph[lo:hi].copy())
         out = lap[k0:k1]
         g = np.zeros((k1 - k0 + 1,) + ph.shape[1:], dtype=np.float32)  # g(k0-1) .. g(k1-1)
         a = 1 if k0 == 0 else 0  # g(-1) = 0 stays zero
@@ -493,9 +541,12 @@ def laplacian_unwrap(phase, spacing_kji=(1.0, 1.0, 1.0)) -> np.ndarray:
         off = (k0 - 1) - lo
         np.subtract(ext[a + off + 1:b + off + 1], ext[a + off:b + off], out=g[a:b])
         _wrap_inplace(g[a:b])
+        if m is not None:
+            mext = m[lo:hi]
+            g[a:b] *= mext[a + off + 1:b + off + 1] & mext[a + off:b + off]
         np.subtract(g[1:], g[:-1], out=out)
         out *= inv_h2[0]
-        blk = ph[k0:k1]
+        blk = ext[k0 - lo:k1 - lo]
         for ax, w in ((1, inv_h2[1]), (2, inv_h2[2])):
             n = blk.shape[ax]
             if n < 2:
@@ -509,6 +560,9 @@ def laplacian_unwrap(phase, spacing_kji=(1.0, 1.0, 1.0)) -> np.ndarray:
             g = np.subtract(blk[s(1, n)], blk[s(0, n - 1)])
             _wrap_inplace(g)
             g *= w
+            if m is not None:
+                mb = m[k0:k1]
+                g *= mb[s(1, n)] & mb[s(0, n - 1)]
             out[s(0, n - 1)] += g
             out[s(1, n)] -= g
 
@@ -544,7 +598,7 @@ def unwrap(phase, spacing_kji=(1.0, 1.0, 1.0), method: str = DEFAULT_UNWRAP_METH
     if method not in UNWRAP_METHODS:
         raise InputError(f"unwrap_method must be one of {UNWRAP_METHODS}, got {method!r}.")
     if method == "laplacian":
-        return laplacian_unwrap(phase, spacing_kji)
+        return laplacian_unwrap(phase, spacing_kji, signal_mask)
     from skimage.restoration import unwrap_phase
 
     ph = np.asarray(phase, dtype=np.float32)
@@ -918,7 +972,9 @@ def compute_swi(
 
     def highpass_one(ph, m):
         if highpass == "homodyne":
-            return homodyne_highpass(ph, m, homodyne_window, homodyne_dims)
+            # outside the signal mask keep only voxels surrounded by tissue (holes), not air
+            level = _HOMODYNE_MIN_LOWPASS * _masked_median(m, mask)
+            return homodyne_highpass(ph, m, homodyne_window, homodyne_dims, min_lowpass=level, signal_mask=mask)
         uw = unwrap(ph, spacing, unwrap_method, mask)
         return gaussian_highpass(uw, mask, gaussian_sigma_ijk)
 
