@@ -204,8 +204,9 @@ def test_siemens_integers_give_the_radians_swi_to_quantisation(objects):
     assert rel_diff(ref.swi, res.swi) < 2e-3
     # the dequantised integers (exactly what to_radians should produce) give the same SWI
     exact = ((q.astype(np.float64) - SIEMENS_LEVELS / 2) * (2 * np.pi / SIEMENS_LEVELS)).astype(np.float32)
+    assert float(np.max(np.abs(rad - exact))) < 1e-6  # float32 rounding only
     res2 = swi.compute_swi(o["mag"], exact, SPACING)
-    assert rel_diff(res2.swi, res.swi) < 1e-5
+    assert rel_diff(res2.swi, res.swi) < INVARIANCE_TOL[True]  # strong background: float32 level
 
 
 def test_inputs_are_not_modified(objects):
