@@ -160,7 +160,7 @@ def to_radians(phase, units: str = "auto"):
         out *= np.float32(np.pi / 180.0)
         return _wrap_inplace(out), "degrees", warnings
     if units == "siemens":
-        out, how = _siemens_to_radians(arr)
+        out, _ = _siemens_to_radians(arr)
         return out, "siemens", warnings
 
     # ---- auto -------------------------------------------------------------------------------
