@@ -1,0 +1,289 @@
+"""The ribbon: the posterior bank of the precentral gyrus, with control cortex, per hemisphere.
+
+The posterior bank is the precentral cortex that faces the central sulcus: precentral grey
+matter within :data:`DEFAULT_BANK_DEPTH_MM` of the postcentral cortex across the sulcus (the
+localised central sulcus), and no deeper than the cortex. It is defined by *geometry* on the
+localised anatomy and a grey-matter probability that does not come from the darkness being
+measured: classifying grey matter on the SWI itself would drop an iron-laden band that is darker
+than white matter (shared/reference/BRIEF.md, "Measured here").
+
+Control cortex (same hemisphere; the places the case report found normal): the postcentral
+cortex, the anterior lip / crown of the precentral gyrus and the adjacent frontal cortex, all at
+least :data:`CONTROL_GAP_MM` from the bank so that blur of a band does not contaminate it.
+
+Each bank and its control are split into medial (leg), intermediate (hand knob) and lateral
+(face) regions along the gyrus, following the motor homunculus (Penfield & Boldrey 1937, Brain
+60:389) and the regional scoring of Zejlon et al. 2024 (Ann Clin Transl Neurol 11:1280).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from . import templates
+from .errors import InputError
+from .volume import Volume
+
+#: Ribbon label values and segment names (stable: other modules and saved scenes use them).
+SEGMENT_NAMES = {
+    1: "Left precentral posterior bank",
+    2: "Right precentral posterior bank",
+    3: "Left control cortex",
+    4: "Right control cortex",
+}
+#: Segment colours (RGB 0..1): warm for the banks (where the band is sought), cool for controls;
+#: left a shade darker than right so the two sides are told apart in one view.
+SEGMENT_COLORS = {
+    1: (0.85, 0.33, 0.10),
+    2: (0.93, 0.69, 0.13),
+    3: (0.00, 0.45, 0.74),
+    4: (0.30, 0.75, 0.93),
+}
+REGION_NAMES = {1: "medial", 2: "intermediate", 3: "lateral"}
+REGION_COLORS = {1: (0.47, 0.67, 0.19), 2: (0.49, 0.18, 0.56), 3: (0.64, 0.08, 0.18)}
+
+#: Thickness (mm) of precentral cortex counted as the posterior bank, measured from the
+#: central sulcus (the postcentral boundary). The cortex of the precentral gyrus is ~2.5-3 mm
+#: thick in the posterior bank, where area 4p lies (Fischl & Dale 2000, PNAS 97:11050 --
+#: thinner posterior than anterior precentral; Geyer et al. 1996, Nature 382:805 -- BA4p in the
+#: bank). 3 mm takes the full cortical thickness of the bank and no more.
+DEFAULT_BANK_DEPTH_MM = 3.0
+#: Minimum distance (mm) of control cortex from the bank: about one to two voxels of a 1-1.5 mm
+#: SWI plus the point-spread of an mIP/high-pass filter, so a band's partial volume stays out of
+#: the control (the brief's request of ~2 mm).
+CONTROL_GAP_MM = 2.0
+#: Frontal cortex within this distance (mm) of the precentral gyrus is "adjacent" control: about
+#: one gyral width (superior/middle frontal gyri are ~10 mm wide; Ono et al. 1990, Atlas of the
+#: Cerebral Sulci).
+FRONTAL_CONTROL_MM = 10.0
+#: Grey-matter probability at or above which a voxel counts as cortex (maximum a posteriori for
+#: a two-class GM/non-GM decision).
+GM_THRESHOLD = 0.5
+#: Medial/intermediate/lateral split as fractions of the gyrus' length from the vertex to the
+#: Sylvian end. Raters score thirds (Zejlon et al. 2024); the homunculus puts the leg on the
+#: vertex and medial surface, the hand in the middle (the "hand knob", Yousry et al. 1997,
+#: Brain 120:141) and the face lowest (Penfield & Boldrey 1937). The MNI hand knob (about
+#: +-38, -22, 56; Yousry 1997's landmark as located in MNI space by Mayka et al. 2006,
+#: NeuroImage 31:1453) projects to ~0.45 along the template gyrus, inside the middle third.
+REGION_SPLITS = (1.0 / 3.0, 2.0 / 3.0)
+
+_PRE = {"left": 1, "right": 2}
+_POST = {"left": 3, "right": 4}
+_FRONT = {"left": 5, "right": 6}
+_BANK = {"left": 1, "right": 2}
+_CTRL = {"left": 3, "right": 4}
+
+
+@dataclass
+class Ribbon:
+    """Result of :func:`build_ribbon`: labels 1..4 (see :data:`SEGMENT_NAMES`), regions 1..3."""
+
+    labels: Volume
+    regions: Volume
+    depth: Volume | None = None
+    warnings: list = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, control_gap_mm: float = CONTROL_GAP_MM,
+                 frontal_control_mm: float = FRONTAL_CONTROL_MM, gm_threshold: float = GM_THRESHOLD,
+                 hand_knob_ras: dict | None = None) -> Ribbon:
+    """Posterior bank and control cortex per hemisphere from an :class:`anatomy.Anatomy`.
+
+    Parameters
+    ----------
+    anatomy : Anatomy
+        From :func:`anatomy.localize`. With ``source == "segmentation"`` its labels are the ribbon.
+    bank_depth_mm : float
+        Thickness of the bank measured from the central sulcus (default sourced above).
+    control_gap_mm : float
+        Minimum distance of control voxels from the bank.
+    frontal_control_mm : float
+        How far into the frontal cortex (from the precentral gyrus) the control reaches.
+    gm_threshold : float
+        Cortex = grey-matter probability >= this.
+    hand_knob_ras : dict or None
+        Overrides ``anatomy.hand_knob_ras`` to centre the intermediate region.
+    """
+    if bank_depth_mm <= 0 or control_gap_mm < 0 or frontal_control_mm < 0:
+        raise InputError("bank_depth_mm must be > 0 and control_gap_mm, frontal_control_mm >= 0 (mm).")
+    if not 0 < gm_threshold < 1:
+        raise InputError(f"gm_threshold must lie in (0, 1), got {gm_threshold}.")
+    hk = hand_knob_ras if hand_knob_ras is not None else getattr(anatomy, "hand_knob_ras", None)
+    warnings = []
+    if anatomy.source == "segmentation":
+        labels = anatomy.labels.with_array(anatomy.labels.array.astype(np.uint8), "ribbon")
+        regions = regions_for(labels, anatomy, hand_knob_ras=hk)
+        return Ribbon(labels, regions, None, warnings, {"source": "segmentation"})
+
+    grid = anatomy.labels
+    lab = grid.array
+    sp = grid.spacing_kji
+    h = float(np.mean(sp))
+    cortex = (anatomy.gm_prob.array >= gm_threshold) & (anatomy.brain_mask.array > 0)
+    wm_prior = anatomy.info.get("wm_prior") if isinstance(anatomy.info, dict) else None
+    out = np.zeros(grid.shape, np.uint8)
+    depth = np.zeros(grid.shape, np.float32)
+    for side in ("left", "right"):
+        P, Q, F = lab == _PRE[side], lab == _POST[side], lab == _FRONT[side]
+        if not P.any() or not Q.any():
+            warnings.append(f"No {side} precentral/postcentral cortex was localised (outside the image?): "
+                            f"the {side} side has no ribbon.")
+            continue
+        box = _bbox(P | Q | F, pad=np.ceil((frontal_control_mm + 5) / sp).astype(int), shape=grid.shape)
+        p, q, f, c = P[box], Q[box], F[box], cortex[box]
+        d_post = ndimage.distance_transform_edt(~q, sampling=sp)
+        d_post_s = d_post - 0.5 * h          # distance from the sulcal boundary, not the voxel centre
+        bank = p & c & (d_post_s <= bank_depth_mm)
+        if not bank.any():
+            warnings.append(f"The {side} precentral and postcentral cortex do not meet: no {side} posterior bank.")
+            continue
+        d_bank = ndimage.distance_transform_edt(~bank, sampling=sp)
+        d_pre = ndimage.distance_transform_edt(~p, sampling=sp)
+        far = d_bank >= control_gap_mm
+        ctrl = far & c & (q | (p & (d_post_s > bank_depth_mm)) | (f & (d_pre <= frontal_control_mm)))
+        o = out[box]
+        o[bank] = _BANK[side]
+        o[ctrl & (o == 0)] = _CTRL[side]
+        # cortical depth from the sulcal (CSF / outer) surface, for matched-depth comparisons
+        if wm_prior is not None:
+            surface = ~c & (wm_prior.array[box] < 0.5)
+        else:
+            surface = ~c & ~ndimage.binary_erosion(~c, iterations=1)
+        d_surf = ndimage.distance_transform_edt(~surface, sampling=sp) if surface.any() else np.full(p.shape, np.inf)
+        dep = np.minimum(d_surf, np.where(p, d_post_s + 0.5 * h, np.inf))
+        dv = depth[box]
+        sel = o > 0
+        dv[sel] = np.minimum(dep[sel], 99.0)
+    labels = grid.with_array(out, "ribbon")
+    for v, name in SEGMENT_NAMES.items():
+        if v in (1, 2) and not (out == v).any():
+            continue
+    regions = regions_for(labels, anatomy, hand_knob_ras=hk)
+    info = {"voxels": {SEGMENT_NAMES[v]: int((out == v).sum()) for v in SEGMENT_NAMES},
+            "bank_depth_mm": bank_depth_mm, "control_gap_mm": control_gap_mm}
+    return Ribbon(labels, regions, grid.with_array(depth, "cortical depth (mm)"), warnings, info)
+
+
+def _bbox(mask, pad, shape):
+    nz = np.argwhere(mask)
+    lo = np.maximum(nz.min(0) - pad, 0)
+    hi = np.minimum(nz.max(0) + pad + 1, np.array(shape))
+    return tuple(slice(a, b) for a, b in zip(lo, hi))
+
+
+# ----------------------------------------------------------------------------------------------
+# regions along the gyrus
+# ----------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _template_axis():
+    """Axis of the template's precentral gyrus in (|x|, y, z) MNI RAS: (origin, unit, t0, t1).
+
+    The first principal axis of the precentral voxels of both hemispheres (mirrored onto |x|),
+    oriented from the vertex (medial, superior) to the Sylvian end; t0/t1 are the 1st/99th
+    percentiles of the projections (the gyrus' ends).
+    """
+    lab = templates.region_labels()
+    kji = np.argwhere(np.isin(lab.array, (1, 2)))
+    ras = lab.ras_of_ijk(kji[:, ::-1])
+    return _axis_of(ras, x_mid=0.0)
+
+
+def _axis_of(ras: np.ndarray, x_mid: float):
+    pts = ras.copy()
+    pts[:, 0] = np.abs(pts[:, 0] - x_mid)
+    c = pts.mean(0)
+    _, _, vt = np.linalg.svd(pts - c, full_matrices=False)
+    u = vt[0]
+    # orient from medial-superior to lateral-inferior: lateral = larger |x| and lower z
+    if u[0] - u[2] < 0:
+        u = -u
+    t = (pts - c) @ u
+    return c, u, float(np.percentile(t, 1)), float(np.percentile(t, 99))
+
+
+def _position(ras, axis, x_mid):
+    c, u, t0, t1 = axis
+    pts = np.asarray(ras, float).copy()
+    pts[:, 0] = np.abs(pts[:, 0] - x_mid)
+    return np.clip(((pts - c) @ u - t0) / max(t1 - t0, 1e-6), 0.0, 1.0)
+
+
+def regions_for(labels: Volume, anatomy=None, *, hand_knob_ras: dict | None = None,
+                splits=REGION_SPLITS) -> Volume:
+    """Medial (1) / intermediate (2) / lateral (3) split of every ribbon voxel (labels 1..4).
+
+    With an atlas-route ``anatomy`` (it carries the subject-to-template transform) a voxel's
+    position along the gyrus is measured on the template's precentral gyrus, so a slab or a
+    partially drawn ribbon is split where the template says (partial coverage does not shift
+    the thirds). Otherwise it is measured in the subject's RAS world coordinates along the first
+    principal axis of that hemisphere's bank (|x| from the midline between the two banks, so
+    left and right, LPS- or RAS-stored and oblique grids give the same split for the same
+    anatomy). A hand-knob point per side centres the intermediate third on it.
+    """
+    arr = np.asarray(labels.array)
+    if arr.ndim != 3:
+        raise InputError(f"ribbon labels '{labels.name}': expected a 3D label volume, got shape {arr.shape}.")
+    vals = set(np.unique(arr).tolist()) - {0}
+    if vals - {1, 2, 3, 4}:
+        raise InputError(f"ribbon labels '{labels.name}' contain {sorted(vals - {1, 2, 3, 4})[:6]}: a ribbon uses "
+                         "1 = left bank, 2 = right bank, 3 = left control, 4 = right control.")
+    out = np.zeros(arr.shape, np.uint8)
+    hk = hand_knob_ras if hand_knob_ras is not None else (getattr(anatomy, "hand_knob_ras", None) if anatomy else None)
+    transform = getattr(anatomy, "transform", None) if anatomy is not None else None
+    kji_all = np.argwhere(arr > 0)
+    if not len(kji_all):
+        return labels.with_array(out, "ribbon regions")
+    ras_all = labels.ras_of_ijk(kji_all[:, ::-1])
+    lab_all = arr[tuple(kji_all.T)]
+    if transform is not None:
+        axis = _template_axis()
+        x_mid = 0.0
+        coords = anatomy.template_ras(ras_all)
+        axes = {"left": axis, "right": axis}
+        mids = {"left": 0.0, "right": 0.0}
+    else:
+        coords = ras_all
+        bl, br = ras_all[lab_all == 1], ras_all[lab_all == 2]
+        if len(bl) and len(br):
+            x_mid = 0.5 * (bl[:, 0].mean() + br[:, 0].mean())
+        else:
+            x_mid = _midline_guess(labels, anatomy, ras_all)
+        axes, mids = {}, {}
+        for side in ("left", "right"):
+            b = ras_all[lab_all == _BANK[side]]
+            if len(b) < 10:
+                b = ras_all[np.isin(lab_all, (_BANK[side], _CTRL[side]))]
+            if len(b) >= 10:
+                axes[side] = _axis_of(b, x_mid)
+                mids[side] = x_mid
+    for side in ("left", "right"):
+        sel = np.isin(lab_all, (_BANK[side], _CTRL[side]))
+        if not sel.any() or side not in axes:
+            continue
+        t = _position(coords[sel], axes[side], mids[side])
+        lo, hi = splits
+        if hk and side in hk and hk[side] is not None:
+            p = np.atleast_2d(np.asarray(hk[side], float))
+            pc = anatomy.template_ras(p) if transform is not None else p
+            tk = float(_position(pc, axes[side], mids[side])[0])
+            half = 0.5 * (splits[1] - splits[0])
+            lo, hi = tk - half, tk + half
+        r = np.where(t < lo, 1, np.where(t <= hi, 2, 3)).astype(np.uint8)
+        out[tuple(kji_all[sel].T)] = r
+    return labels.with_array(out, "ribbon regions")
+
+
+def _midline_guess(labels, anatomy, ras_all):
+    """x of the midline when only one hemisphere is labelled: the brain mask's centre if known,
+    else x = 0 (the scanner isocentre, usually near the head's midline)."""
+    if anatomy is not None and getattr(anatomy, "brain_mask", None) is not None:
+        m = anatomy.brain_mask
+        kji = np.argwhere(m.array > 0)[::50]
+        if len(kji):
+            return float(m.ras_of_ijk(kji[:, ::-1])[:, 0].mean())
+    return 0.0
