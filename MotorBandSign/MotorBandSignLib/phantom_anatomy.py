@@ -40,7 +40,7 @@ from scipy import ndimage
 from . import templates
 
 #: Version of the template-space model; part of every cache key.
-ANATOMY_VERSION = "anat-5"
+ANATOMY_VERSION = "anat-6"
 
 #: Interface half-width (mm) used to find the central sulcus between the two gyri' labels:
 #: a voxel within this distance of both labels sits in the sulcus (sulcal CSF ~1-2 mm wide).
@@ -129,11 +129,14 @@ def posterior_bank(labels, gm, wm, brain, spacing_kji=(1.0, 1.0, 1.0)):
         pre, post = pre_full[sl], post_full[sl]
         d_pre = ndimage.distance_transform_edt(~pre, sampling=sp)
         d_post = ndimage.distance_transform_edt(~post, sampling=sp)
-        cs = brain[sl] & (wm[sl] < 0.5) & (d_pre <= CS_INTERFACE_MM) & (d_post <= CS_INTERFACE_MM)
+        # on grids coarser than the interface width, neighbouring voxels of the two labels count
+        width = max(CS_INTERFACE_MM, float(sp.max()))
+        cs = brain[sl] & (wm[sl] < 0.5) & (d_pre <= width) & (d_post <= width)
         if not cs.any():
             continue
         d_cs = ndimage.distance_transform_edt(~cs, sampling=sp)
-        bank = pre & (gm[sl] >= BANK_GM_MIN) & (d_cs <= BANK_DEPTH_MM) & (d_post <= BANK_DEPTH_MM)
+        depth = max(BANK_DEPTH_MM, float(sp.max()))
+        bank = pre & (gm[sl] >= BANK_GM_MIN) & (d_cs <= depth) & (d_post <= depth)
         truth[sl][bank] = h + 1
         cs_all[sl][cs] = h + 1
         cs_dist[h][sl] = d_cs
@@ -167,7 +170,8 @@ def build_template_model() -> dict:
 
     theta = np.degrees(np.arctan2(np.abs(x), z - REGION_Z0_MM))
     regions = np.where(theta < REGION_THETA_DEG[0], 1, np.where(theta < REGION_THETA_DEG[1], 2, 3)).astype(np.uint8)
-    regions = np.where(brain, regions, 0).astype(np.uint8)
+    # defined everywhere (not only in the template brain): truth voxels of a warped subject may
+    # map just outside the template's mask
 
     # --- veins: superior sagittal sinus + a few pial veins on the convexity -------------------
     A = t1.ijk_to_ras
