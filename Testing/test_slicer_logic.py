@@ -97,11 +97,9 @@ def _nodes(scene, cls):
 
 
 @pytest.fixture(scope="module")
-def run():
-    """The bilateral phantom through NodeLogic.process, in a scene with one slice view."""
-    from MotorBandSignLib import phantom
-
-    case = phantom.fixture("bilateral")
+def run(bilateral_case):
+    """The bilateral phantom (Testing/conftest.py) through NodeLogic.process, in a scene with one slice view."""
+    case = bilateral_case
     scene = mrml.new_headless_scene()
     view = slicer.vtkMRMLSliceLogic()
     view.SetMRMLScene(scene)
@@ -122,7 +120,7 @@ def test_process_gives_the_pattern_and_the_output_nodes(run):
     from MotorBandSignLib import ribbon
 
     assert res.metrics["pattern"] == case.expected_pattern == "bilateral"
-    assert "bilateral" in res.verdict
+    assert res.verdict.startswith("Bilateral posterior-bank hypointensity")
     nodes = res.nodes
     assert set(nodes) == set(mrml.RESULT_NODE_KEYS)
     expected_classes = {"swi": "vtkMRMLScalarVolumeNode", "mip": "vtkMRMLScalarVolumeNode",
