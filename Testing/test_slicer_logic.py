@@ -252,3 +252,39 @@ def test_bad_inputs_are_input_errors(run):
     other.GetSegmentation().AddEmptySegment("x", "something else")
     with pytest.raises(InputError, match="has no segment named"):
         logic.remeasure(run["result"], other, None)
+
+
+def test_given_ribbon_segmentation_skips_localisation_and_fills_chosen_outputs(run):
+    """The optional input segmentation (a ribbon made earlier) is used as is; chosen output nodes are filled."""
+    from MotorBandSignLib import ribbon
+
+    scene, original = run["scene"], run["result"].result
+    given = mrml.segmentation_from_labels(original.ribbon, ribbon.SEGMENT_NAMES, ribbon.SEGMENT_COLORS,
+                                          run["mag"], scene, name="ribbon from last week")
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", "my table")
+    heat = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my heatmap")
+    res = run["logic"].process(run["mag"], run["ph"], Parameters(), segmentationNode=given,
+                               outputs={"table": table, "heatmap": heat, "segmentation": None})
+    assert res.result.qc["localisation"] == "segmentation"
+    assert np.array_equal(res.result.ribbon.array, original.ribbon.array)
+    assert res.metrics["pattern"] == "bilateral"
+    assert res.nodes["table"] is table and table.GetNumberOfRows() == 8
+    assert res.nodes["heatmap"] is heat
+    assert np.allclose(mrml.volume_from_node(heat).ijk_to_ras, run["case"].magnitude.ijk_to_ras, atol=1e-9)
+    assert res.nodes["segmentation"] is not given  # the input is not overwritten
+    assert mrml.segment_names(given) == list(ribbon.SEGMENT_NAMES.values())
+
+
+def test_demo_case_nodes_for_sample_data():
+    """What the "Motor band demo" Sample Data entry loads: the demo phantom as two volume nodes."""
+    from MotorBandSignLib import phantom
+
+    scene = mrml.new_headless_scene()
+    mag, ph = slicer_logic.load_demo_nodes(scene)
+    case = phantom.demo_case()
+    assert (mag.GetName(), ph.GetName()) == ("Motor band demo magnitude", "Motor band demo phase")
+    for node, vol in ((mag, case.magnitude), (ph, case.phase)):
+        back = mrml.volume_from_node(node)
+        assert np.array_equal(back.array, vol.array)
+        assert np.allclose(back.ijk_to_ras, vol.ijk_to_ras, atol=1e-9)
+    assert slicer_logic.input_problem(mag, ph) is None
