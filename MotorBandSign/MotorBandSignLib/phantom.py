@@ -50,7 +50,7 @@ from .phantom_anatomy import ANATOMY_VERSION, posterior_bank, template_model
 from .volume import Volume, grid_from
 
 #: Part of every cache key: bump when the simulation changes.
-CODE_VERSION = "phantom-4|" + ANATOMY_VERSION
+CODE_VERSION = "phantom-6|" + ANATOMY_VERSION
 
 # ------------------------------------------------------------------------------------------------
 # Tissue properties at 3 T.  chi: ppm relative to water/CSF (SI).  M0: water proton density
@@ -268,7 +268,7 @@ class SubjectWarp:
         if np.any(self.sulcus_shift):
             kji = _ras_to_kji(tmpl, q0)
             for h in range(2):
-                dist = ndimage.map_coordinates(model["cs_dist"][h].astype(np.float32), kji, order=1, mode="nearest")
+                dist = ndimage.map_coordinates(np.asarray(model["cs_dist"][h], np.float32), kji, order=1, mode="nearest")
                 d[:, 1] += self.sulcus_shift[h] * np.exp(-0.5 * (dist / self.SULCUS_SIGMA_MM) ** 2)
         return d
 
@@ -364,28 +364,66 @@ def _shim(field, mask, coords):
 # ------------------------------------------------------------------------------------------------
 # The generator
 # ------------------------------------------------------------------------------------------------
+def _write_npz_fast(path: Path, data: dict) -> None:
+    """Write an .npz with fast deflate (level 1), atomically (temp file, then rename).
+
+    np.savez_compressed's level 6 costs ~10 s on the 1 mm demo for little gain on noisy floats.
+    """
+    import zipfile
+
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for key, arr in data.items():
+            with zf.open(key + ".npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(arr), allow_pickle=False)
+    os.replace(tmp, path)
+
+
 @functools.lru_cache(maxsize=1)
 def _template_inputs():
-    """Template arrays the generator samples (float32/uint8 on the 2009a grid), built once."""
-    tmpl = templates.mni_t1()
-    ho = templates.harvard_oxford_probabilities()
-    iron = np.zeros(tmpl.shape, np.float32)
-    nuc_any = np.zeros(tmpl.shape, np.float32)
-    for n, ppm in NUCLEI_IRON_PPM.items():
-        prob = np.maximum(ho[f"{n}_left"], ho[f"{n}_right"]) / 100.0
-        iron += ppm * prob
-        nuc_any = np.maximum(nuc_any, prob)
-    brain = templates.mni_brain_mask().array
-    idx = np.argwhere(brain > 0)
-    model = template_model()
-    return {
-        "tmpl": tmpl, "gm": templates.mni_gm().array, "wm": templates.mni_wm().array,
-        "brain": brain, "labels": templates.region_labels().array, "nuclei_iron": iron, "nuclei_any": nuc_any,
-                "veins": model["veins"].astype(np.float32), "cs_vein": model["cs_vein"].astype(np.float32),
-        "lo_kji": idx.min(0), "hi_kji": idx.max(0),
+    """Template arrays the generator samples (float32/uint8 on the 2009a grid), built once and
+    cached on disk in one file (loading the separate NIfTI/npz sources takes ~10 s)."""
+    key = hashlib.sha1(f"{ANATOMY_VERSION}|{sorted(NUCLEI_IRON_PPM.items())}|inputs-1".encode()).hexdigest()[:12]
+    path = templates.cache_dir() / "phantoms" / f"template-inputs-{key}.npz"
+    tmpl_geom = None
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                d = {k: z[k] for k in z.files}
+            tmpl_geom = Volume(np.zeros((1, 1, 1), np.uint8), d.pop("ijk_to_ras"), "MNI152 2009a")
+        except Exception:
+            tmpl_geom = None
+    if tmpl_geom is None:
+        tmpl = templates.mni_t1()
+        ho = templates.harvard_oxford_probabilities()
+        iron = np.zeros(tmpl.shape, np.float32)
+        nuc_any = np.zeros(tmpl.shape, np.float32)
+        for n, ppm in NUCLEI_IRON_PPM.items():
+            prob = np.maximum(ho[f"{n}_left"], ho[f"{n}_right"]) / 100.0
+            iron += ppm * prob
+            nuc_any = np.maximum(nuc_any, prob)
+        model = template_model()
+        d = {
+            "gm": templates.mni_gm().array, "wm": templates.mni_wm().array,
+            "brain": templates.mni_brain_mask().array, "labels": templates.region_labels().array,
+            "nuclei_iron": iron, "nuclei_any": nuc_any,
+            "veins": model["veins"].astype(np.float32), "cs_vein": model["cs_vein"].astype(np.float32),
+            "regions": model["regions"], "sinus": model["sinus"], "cs_dist": model["cs_dist"],
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_npz_fast(path, dict(d, ijk_to_ras=tmpl.ijk_to_ras))
+        tmpl_geom = Volume(np.zeros((1, 1, 1), np.uint8), tmpl.ijk_to_ras, "MNI152 2009a")
+    shape = d["gm"].shape
+
+    tmpl = Volume(np.broadcast_to(np.uint8(0), shape), tmpl_geom.ijk_to_ras, "MNI152 2009a")
+    idx = np.argwhere(d["brain"] > 0)
+    d.update({
+        "tmpl": tmpl, "lo_kji": idx.min(0), "hi_kji": idx.max(0),
         "lo_ras": tmpl.ras_of_ijk(idx.min(0)[::-1]), "hi_ras": tmpl.ras_of_ijk(idx.max(0)[::-1]),
-        "model": model,
-    }
+        "brain_pts": tmpl.ras_of_ijk(idx[::97, ::-1]),
+        "model": {"cs_dist": d["cs_dist"].astype(np.float32), "regions": d["regions"], "sinus": d["sinus"]},
+    })
+    return d
 
 
 def _acquisition_grid(cfg, brain_pts_ras, phys_A):
@@ -435,17 +473,28 @@ def generate_case(config: PhantomConfig | None = None, progress=None) -> Case:
 
     # ---- physics grid: axis-aligned (B0 along k = RAS S), the warped head with air around ---
     p = float(cfg.physics_mm or min(cfg.voxel_mm))
-    ext = T["hi_ras"] - T["lo_ras"]
-    half = ext / 2 * float(np.max(warp.scales)) + np.sin(np.radians(np.max(np.abs(warp.angles)))) * ext.max() / 2 \
-        + SCALP_SHELL_MM + 8.0 + np.abs(warp.translation) + 2 * cfg.deform_mm * bool(cfg.warp)
-    n = np.ceil(2 * half / p).astype(int) + 1
-    shape = (int(n[2]), int(n[1]), int(n[0]))
-    A = grid_from(shape, (p, p, p), np.eye(3), centre + warp.translation - (n - 1) / 2 * p)
     say(0.05, "warping the template into the subject")
-    S = _Sampler(warp.template_coords(A, shape, model, tmpl), tmpl.shape, T["lo_kji"], T["hi_kji"])
+    # the head only (the dipole convolution zero-pads, and zero relative to air is air): the
+    # template brain mapped forward, plus the deformations' reach and the head shells; grown
+    # if the warped brain comes closer to the edge than the head shells need
+    fwd = (T["brain_pts"] - centre) @ warp.forward.T + centre + warp.translation
+    reach = SCALP_SHELL_MM + 2.0 + (1.5 * cfg.deform_mm + abs(cfg.sulcus_shift_mm)) * bool(cfg.warp)
+    for _attempt in range(4):
+        lo_p, hi_p = fwd.min(0) - reach, fwd.max(0) + reach
+        n = np.ceil((hi_p - lo_p) / p).astype(int) + 1
+        shape = (int(n[2]), int(n[1]), int(n[0]))
+        A = grid_from(shape, (p, p, p), np.eye(3), lo_p)
+        coords = warp.template_coords(A, shape, model, tmpl)
+        S = _Sampler(coords, tmpl.shape, T["lo_kji"], T["hi_kji"])
+        brain = S(T["brain"], 0, np.uint8) > 0
+        edge = int(np.ceil((SCALP_SHELL_MM + 1.0) / p))
+        bidx = np.argwhere(brain)
+        if bidx.size and bidx.min() >= edge and np.all(bidx.max(0) < np.array(shape) - edge):
+            break
+        reach += 10.0
+    del coords
     gm = np.clip(S(T["gm"]), 0, 1)
     wm = np.clip(S(T["wm"]), 0, 1)
-    brain = S(T["brain"], 0, np.uint8) > 0
     v = np.clip(S(T["veins"]), 0, 1)
     if cfg.veins_in_central_sulcus:
         v = np.maximum(v, np.clip(S(T["cs_vein"]), 0, 1))
@@ -711,9 +760,7 @@ def save_case_npz(case: Case, path) -> None:
     data["case__json"] = np.array(json.dumps({"expected_pattern": case.expected_pattern,
                                               "nonspecific_diffuse": case.nonspecific_diffuse,
                                               "params": case.params}))
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, **data)
-    os.replace(tmp, path)
+    _write_npz_fast(path, data)
 
 
 def load_case_npz(path) -> Case:
@@ -743,6 +790,12 @@ def cached_case(name: str, cfg: PhantomConfig, cache: bool = True) -> Case:
     case = generate_case(cfg)
     if cache:
         save_case_npz(case, path)
+        for old in path.parent.glob(f"{name}-*.npz"):   # earlier versions of this fixture
+            if old != path and len(old.stem) == len(path.stem):
+                try:
+                    old.unlink()
+                except OSError:
+                    pass
     return case
 
 
@@ -803,3 +856,97 @@ def write_case(case: Case, directory) -> dict:
     os.replace(tmp, path)
     paths["case_json"] = str(path)
     return paths
+
+
+# ------------------------------------------------------------------------------------------------
+# Picture of a case
+# ------------------------------------------------------------------------------------------------
+def _swi_like(magnitude, phase_rad, window_px=64, power=4):
+    """Textbook SWI of one 3D echo for display: homodyne high-pass (complex division by a
+    Hann-windowed central k-space copy, ``window_px`` wide in-plane) and phase mask
+    f = (pi + phi)/pi for phi < 0, raised to ``power`` (Haacke et al. 2004, MRM 52:612)."""
+    z = magnitude * np.exp(1j * phase_rad)
+    spec = np.fft.fftshift(np.fft.fft2(z, axes=(1, 2)), axes=(1, 2))
+    win = np.zeros(z.shape[1:])
+    cj, ci = z.shape[1] // 2, z.shape[2] // 2
+    h = np.outer(np.hanning(window_px), np.hanning(window_px))
+    win[cj - window_px // 2:cj + window_px // 2, ci - window_px // 2:ci + window_px // 2] = h
+    low = np.fft.ifft2(np.fft.ifftshift(spec * win[None], axes=(1, 2)), axes=(1, 2))
+    hp = np.angle(z * np.conj(low))
+    mask = np.where(hp < 0, (np.pi + hp) / np.pi, 1.0)
+    return magnitude * mask ** power
+
+
+def save_case_figure(case: Case, path, title: str | None = None) -> dict:
+    """Axial slice through the hand knob: magnitude and SWI-like image with the band truth
+    outlined, plus a zoom on the left hand knob with the precentral / postcentral labels.
+
+    The slice is the one with the most truth voxels of the intermediate (hand) region. Written
+    atomically (PNG). Returns facts about the slice (index, RAS z, voxels outlined).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mag = case.magnitude.array if case.magnitude.array.ndim == 3 else case.magnitude.array[-1]
+    ph = case.phase.array if case.phase.array.ndim == 3 else case.phase.array[-1]
+    if case.phase.meta.get("units") == "siemens":
+        ph = (ph + 4096.0) / 8192.0 * 2 * np.pi - np.pi
+    if case.config is not None and case.config.handedness == "left":
+        ph = -ph
+    tr, reg, an = case.truth.array, case.truth_regions.array, case.anatomy.array
+    k = int(np.argmax((reg == 2).sum(axis=(1, 2))))
+    swi = _swi_like(mag[max(0, k - 2):k + 3], ph[max(0, k - 2):k + 3])[min(k, 2)]
+    z_mm = float(case.truth.ras_of_ijk([[0, 0, k]])[0, 2])
+    sp = case.magnitude.spacing
+    ext = [-0.5 * sp[0], (mag.shape[2] - 0.5) * sp[0], -0.5 * sp[1], (mag.shape[1] - 0.5) * sp[1]]
+    brain = case.brain_mask.array[k] > 0
+    vmax = np.percentile(mag[k][brain], 99.5) if brain.any() else mag[k].max()
+
+    fig, axes = plt.subplots(1, 4, figsize=(24, 6.6), gridspec_kw={"width_ratios": [1, 1, 0.9, 0.9]})
+    colours = {1: "#ff3030", 2: "#ffb000"}
+    te_ms = 1000 * case.magnitude.meta["echo_times_s"][-1]
+    for ax, img, name in ((axes[0], mag[k], f"magnitude (TE {te_ms:.0f} ms)"),
+                          (axes[1], swi, "SWI-like (homodyne high-pass, phase mask^4)")):
+        ax.imshow(img, cmap="gray", origin="lower", extent=ext, vmin=0, vmax=vmax, interpolation="nearest")
+        for h, c in colours.items():
+            if (tr[k] == h).any():
+                ax.contour(tr[k] == h, [0.5], colors=c, linewidths=0.9, extent=ext, origin="lower")
+        ax.set_title(name)
+        ax.set_xlabel("i (mm), towards the patient's right")
+        ax.set_ylabel("j (mm), towards anterior")
+    # zooms on the left hand knob: the SWI-like image, and the subject's anatomy
+    sel = np.argwhere((tr[k] == 1) & (reg[k] == 2))
+    if len(sel):
+        cj, ci = sel.mean(0)
+        half = 20.0
+        pre = an[k] == templates.REGION_LABELS["left_precentral"]
+        post = an[k] == templates.REGION_LABELS["left_postcentral"]
+        ax = axes[2]
+        ax.imshow(swi, cmap="gray", origin="lower", extent=ext, vmin=0, vmax=vmax, interpolation="nearest")
+        ax.contour(tr[k] == 1, [0.5], colors=colours[1], linewidths=1.5, extent=ext, origin="lower")
+        ax.set_title("zoom, left hand knob: SWI-like + band truth")
+        ax = axes[3]
+        ax.imshow(case.gm.array[k], cmap="gray", origin="lower", extent=ext, vmin=0, vmax=1, interpolation="nearest")
+        over = np.zeros(pre.shape + (4,), np.float32)
+        over[pre] = (0.25, 0.55, 1.0, 0.35)
+        over[post] = (0.2, 1.0, 0.3, 0.35)
+        ax.imshow(over, origin="lower", extent=ext, interpolation="nearest")
+        ax.contour(tr[k] == 1, [0.5], colors=colours[1], linewidths=1.5, extent=ext, origin="lower")
+        ax.set_title("same zoom: subject GM map, precentral (blue),\npostcentral (green) labels, band truth (red)")
+        for ax in axes[2:]:
+            ax.set_xlim(ci * sp[0] - half, ci * sp[0] + half)
+            ax.set_ylim(cj * sp[1] - half, cj * sp[1] + half)
+            ax.set_xlabel("mm")
+    fig.suptitle(title or (f"Phantom '{case.params['config'].get('band')}' band, axial slice k={k} (z = {z_mm:.0f} mm RAS); "
+                           f"left hemisphere = image left; truth: red = left bank, amber = right bank"), fontsize=12)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")
+    fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return {"slice_k": k, "z_ras_mm": z_mm, "truth_voxels_in_slice": int((tr[k] > 0).sum()),
+            "hand_region_voxels_in_slice": int((reg[k] == 2).sum())}
