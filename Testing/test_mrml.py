@@ -392,3 +392,25 @@ def test_heatmap_color_and_show_results(scene):
 def _nodes(scene, cls):
     col = scene.GetNodesByClass(cls)
     return [col.GetItemAsObject(i) for i in range(col.GetNumberOfItems())]
+
+
+def test_headless_scene_and_its_logics_are_freed_when_dropped():
+    """A batch that makes one scene per result must not keep every scene (and its volumes) alive."""
+    import gc
+
+    import vtk
+
+    deleted = []
+    scene = mrml.new_headless_scene()
+    key = mrml._key(scene)
+    node = mrml.node_from_volume(Volume(np.zeros((8, 8, 8), np.float32), np.eye(4), "x"), scene)
+    node.GetImageData().AddObserver(vtk.vtkCommand.DeleteEvent, lambda *a: deleted.append("voxels"))
+    scene.AddObserver(vtk.vtkCommand.DeleteEvent, lambda *a: deleted.append("scene"))
+    assert key in mrml._LOGICS
+    del node
+    gc.collect()
+    assert deleted == []  # held by the scene
+    del scene
+    gc.collect()
+    assert key not in mrml._LOGICS
+    assert sorted(deleted) == ["scene", "voxels"]  # the C++ scene and the voxels are freed

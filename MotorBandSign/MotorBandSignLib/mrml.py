@@ -26,6 +26,7 @@ import atexit
 import os
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,7 @@ _LOAD_SINGLE_FILE = 4
 # Scene bootstrap
 # ---------------------------------------------------------------------------------------------
 
-#: Per-scene logics: scene -> {"Volumes": logic, "Segmentations": logic, ...}. Filled by the
+#: Per-scene logics: scene address -> {"Volumes": logic, "Segmentations": logic, ...}. Filled by the
 #: headless bootstrap, or inside Slicer by :func:`use_app_logics` (the module's Logic passes
 #: the application's logics so that this module never touches ``slicer.modules``).
 _LOGICS: dict = {}
@@ -89,13 +90,29 @@ def _in_slicer_app() -> bool:
     return hasattr(slicer, "app")
 
 
-def _key(scene) -> int:
-    return id(scene)
+def _key(scene) -> str:
+    """The C++ address of the scene (stable even if its Python wrapper is re-created)."""
+    return scene.GetAddressAsString("vtkMRMLScene")
+
+
+def _entry(scene) -> dict:
+    """The logics entry of ``scene``, created on first use.
+
+    The logics hold the scene (C++ references), so the entry must not outlive the caller's
+    hold on the scene: it is dropped when the scene's Python object is collected, which lets
+    VTK free the scene and its data (a batch writing hundreds of result scenes stays flat).
+    """
+    key = _key(scene)
+    entry = _LOGICS.get(key)
+    if entry is None:
+        entry = _LOGICS[key] = {}
+        weakref.finalize(scene, _LOGICS.pop, key, None)
+    return entry
 
 
 def use_app_logics(scene, volumes_logic=None, segmentations_logic=None) -> None:
     """Tell the adapter which module logics serve ``scene`` (used inside the Slicer app)."""
-    entry = _LOGICS.setdefault(_key(scene), {"scene": scene})
+    entry = _entry(scene)
     if volumes_logic is not None:
         entry["Volumes"] = volumes_logic
     if segmentations_logic is not None:
@@ -122,7 +139,8 @@ def new_headless_scene(cache_dir: str | None = None):
     app_logic.SetSliceLogics(vtk.vtkCollection())
     app_logic.SetViewLogics(vtk.vtkCollection())
 
-    logics = {"scene": scene, "app": app_logic}
+    logics = _entry(scene)
+    logics["app"] = app_logic
 
     def register(name, logic):
         logic.SetMRMLScene(scene)
@@ -144,7 +162,6 @@ def new_headless_scene(cache_dir: str | None = None):
     remote_io.GetCacheManager().SetRemoteCacheDirectory(cache_dir)
     remote_io.AddDataIOToScene()
     logics["RemoteIO"] = remote_io
-    _LOGICS[_key(scene)] = logics
     return scene
 
 
@@ -165,7 +182,7 @@ def get_scene():
 
 
 def _logic(scene, name):
-    return _LOGICS.get(_key(scene), {}).get(name)
+    return _LOGICS.get(_key(scene), {}).get(name) if scene is not None else None
 
 
 def _scene_or_default(scene):
