@@ -33,6 +33,7 @@ def _defaults():
         "bank_depth_mm": ribbon.DEFAULT_BANK_DEPTH_MM,
         "z_threshold": scoring.DEFAULT_Z_THRESHOLD,
         "band_z": scoring.DEFAULT_BAND_Z,
+        "diffuse_ratio": scoring.DIFFUSE_CORTEX_TO_WM,
     }
 
 
@@ -59,6 +60,8 @@ class Parameters:
     # Verdict (scoring.py)
     z_threshold: float | None = None
     band_z: float | None = None
+    #: Control cortex / juxtacortical WM ratio on SWI below which cortex is called diffusely dark.
+    diffuse_ratio: float | None = None
     #: Imported parcellation label preset: "freesurfer", "synthseg" or a path to a label table.
     labels: str | None = None
 

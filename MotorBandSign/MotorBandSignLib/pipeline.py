@@ -159,8 +159,8 @@ def measure(result_like: dict, ribbon_vol: Volume, regions_vol: Volume, p: Param
                        result_like.get("gm_prob"))
     voxel_ml = float(np.prod(ribbon_vol.spacing)) / 1000.0
     metrics = scoring.score(result_like["swi_corrected"], z_swi, rib, reg, voxel_ml, z_mag=z_mag,
-                            magnitude_img=result_like["magnitude_corrected"], wm_reference=wm,
-                            z_threshold=p.z_threshold, band_z=p.band_z)
+                            wm_reference=wm, z_threshold=p.z_threshold, band_z=p.band_z,
+                            diffuse_ratio=p.diffuse_ratio)
     kji = np.indices(rib.shape, sparse=False).reshape(3, -1)[::-1].T  # (i, j, k)
     superior = ribbon_vol.ras_of_ijk(kji)[:, 2].reshape(rib.shape)
     metrics["profiles"] = scoring.profiles(z_swi, rib, superior)

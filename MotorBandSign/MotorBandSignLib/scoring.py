@@ -23,11 +23,15 @@ DEFAULT_BAND_Z = 1.0
 GRADE2_Z = 2.5
 #: Fewest bank voxels (per region) to measure it; fewer -> "not measured" (e.g. out of coverage).
 MIN_REGION_VOXELS = 20
-#: Control cortex no brighter than juxtacortical white matter on magnitude means diffusely dark
-#: cortex (ageing-like). Normal cortex is brighter than white matter on T2*-weighted magnitude:
-#: longer T2* (GM ~66 ms vs WM ~53 ms at 3 T, Peters et al. 2007, MRI 25:748) and higher
-#: proton density (GM 0.80 vs WM 0.69, Neeb et al. 2006, NeuroImage 31:1156).
-DIFFUSE_CORTEX_TO_WM = 1.0
+#: Control cortex this much darker than juxtacortical white matter on (bias-corrected) SWI means
+#: diffusely dark cortex (ageing-like). The normal ratio depends on the protocol: for a standard
+#: 3 T SWI (TR 28 ms, flip 15 deg, TE 20 ms; Haacke et al. 2009, AJNR 30:19) literature tissue
+#: values (PD GM 0.80 / WM 0.69, Neeb et al. 2006, NeuroImage 31:1156; T1 1.82 / 1.08 s,
+#: Stanisz et al. 2005, MRM 54:507; T2* 52 / 45 ms, Peters et al. 2007, MRI 25:748) predict
+#: GM/WM = 0.89 from the Ernst and T2* factors, and lower flip angles give higher ratios. Cortex
+#: below 0.88 of WM is therefore darker than normal cortex on common protocols. Provisional,
+#: protocol dependent; the ``diffuse_ratio`` parameter overrides it.
+DIFFUSE_CORTEX_TO_WM = 0.88
 
 REGION_NAMES = {1: "medial", 2: "intermediate", 3: "lateral"}
 PROFILE_BIN_MM = 5.0
@@ -66,9 +70,9 @@ def laterality_index(z_left, z_right) -> float:
 
 
 def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: np.ndarray | None,
-          voxel_ml: float, *, z_mag: np.ndarray | None = None, magnitude_img: np.ndarray | None = None,
+          voxel_ml: float, *, z_mag: np.ndarray | None = None,
           wm_reference: np.ndarray | None = None, z_threshold: float = DEFAULT_Z_THRESHOLD,
-          band_z: float = DEFAULT_BAND_Z) -> dict:
+          band_z: float = DEFAULT_BAND_Z, diffuse_ratio: float = DIFFUSE_CORTEX_TO_WM) -> dict:
     """Scores from bias-corrected SWI, its z-map and the ribbon.
 
     Returns a dict with "pattern", "nonspecific_diffuse", "laterality_index", "total_grade" and
@@ -83,11 +87,11 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
         h["band_present"] = bool(h["measured"] and h["z_median"] >= band_z)
         h["grade"] = grade(h["z_median"], band_z)
         ratio = None
-        if magnitude_img is not None and wm_reference is not None:
+        if wm_reference is not None:
             wm = np.asarray(wm_reference) & np.isin(rib, (0,))
             side_wm = wm & _same_side(rib, side, wm)
             if ctrl.sum() >= MIN_REGION_VOXELS and side_wm.sum() >= MIN_REGION_VOXELS:
-                ratio = round(float(np.median(magnitude_img[ctrl]) / np.median(magnitude_img[side_wm])), 4)
+                ratio = round(float(np.median(swi_img[ctrl]) / np.median(swi_img[side_wm])), 4)
         h["cortex_to_wm_ratio"] = ratio
         regs = {}
         if regions is not None:
@@ -105,7 +109,7 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
     left, right = hemis["left"]["band_present"], hemis["right"]["band_present"]
     pattern = "bilateral" if (left and right) else "left" if left else "right" if right else "absent"
     ratios = [hemis[s]["cortex_to_wm_ratio"] for s in hemis if hemis[s]["cortex_to_wm_ratio"] is not None]
-    diffuse = bool(ratios) and float(np.mean(ratios)) <= DIFFUSE_CORTEX_TO_WM
+    diffuse = bool(ratios) and float(np.mean(ratios)) < diffuse_ratio
     grades = [r["grade"] for h in hemis.values() for r in h["regions"].values() if r["grade"] is not None]
     return {
         "pattern": pattern,
@@ -114,7 +118,7 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
         "total_grade": int(sum(grades)) if grades else None,
         "hemispheres": hemis,
         "thresholds": {"z_threshold": z_threshold, "band_z": band_z, "grade2_z": GRADE2_Z,
-                       "diffuse_cortex_to_wm": DIFFUSE_CORTEX_TO_WM, "provisional": True},
+                       "diffuse_cortex_to_wm": diffuse_ratio, "provisional": True},
     }
 
 
