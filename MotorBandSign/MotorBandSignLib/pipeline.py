@@ -305,6 +305,18 @@ def versions() -> dict:
     return out
 
 
+def _edited_regions(result: Result, rib_v: Volume, ribbon_mod) -> Volume:
+    """Regions of an edited ribbon: voxels that kept their label keep their region, so an edit
+    of one bank leaves the other bank's regions (and scores) as they were; new voxels get the
+    split computed for the edited ribbon."""
+    fresh = ribbon_mod.regions_for(rib_v, result.anatomy).array
+    old_rib = result.ribbon.array
+    old_reg = result.regions.array
+    keep = (rib_v.array == old_rib) & (old_reg > 0) & (rib_v.array > 0)
+    reg = np.where(keep, old_reg, fresh).astype(np.uint8)
+    return rib_v.with_array(reg, "Regions")
+
+
 def remeasure(result: Result, ribbon_labels: Volume, params: Parameters | None = None) -> Result:
     """Recompute heatmap and scores from an edited ribbon (labels 1..4 on the SWI grid)."""
     from . import ribbon as ribbon_mod
@@ -318,7 +330,7 @@ def remeasure(result: Result, ribbon_labels: Volume, params: Parameters | None =
         raise InputError(f"ribbon '{ribbon_labels.name}' has labels {unknown}; expected 0..4 "
                          "(1/2 left/right posterior bank, 3/4 left/right control cortex).")
     rib_v = result.swi.with_array(rib, "Ribbon")
-    reg_v = ribbon_mod.regions_for(rib_v, result.anatomy)
+    reg_v = _edited_regions(result, rib_v, ribbon_mod)
     cache = {"swi_corrected": result.swi_corrected, "magnitude_corrected": result.magnitude_corrected,
              "brain": result.brain_mask.array > 0, "gm_prob": result.gm_prob, "wm_prob": result.wm_prob}
     z_swi, z_mag, metrics = measure(cache, rib_v, reg_v, p)
