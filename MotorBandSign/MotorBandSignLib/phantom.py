@@ -50,7 +50,7 @@ from .phantom_anatomy import ANATOMY_VERSION, posterior_bank, template_model
 from .volume import Volume, grid_from
 
 #: Part of every cache key: bump when the simulation changes.
-CODE_VERSION = "phantom-6|" + ANATOMY_VERSION
+CODE_VERSION = "phantom-8|" + ANATOMY_VERSION
 
 # ------------------------------------------------------------------------------------------------
 # Tissue properties at 3 T.  chi: ppm relative to water/CSF (SI).  M0: water proton density
@@ -361,6 +361,44 @@ def _shim(field, mask, coords):
     return (field - fit).astype(np.float32), coef
 
 
+def _head_compartments(brain, gm, wm, p) -> dict:
+    """Tissue fractions of brain and head on the physics grid.
+
+    Inside the brain mask: GM, WM and CSF = 1 - GM - WM (template probabilities). Outside:
+    extracerebral CSF within :data:`CSF_SHELL_MM` of the brain; the head envelope is the brain
+    mask's convex hull in each axial slice (so bone spans the gaps between temporal lobes,
+    brainstem and cerebellum as the skull base does, instead of air wrapping each lobe);
+    non-brain tissue inside the envelope is bone (skull base); then skull up to
+    :data:`SKULL_SHELL_MM` and scalp up to :data:`SCALP_SHELL_MM` from the brain, measured
+    outwards from the envelope.
+    """
+    sp = (p, p, p)
+    outside = ndimage.distance_transform_edt(~brain, sampling=sp).astype(np.float32)
+    shell_csf = (~brain) & (outside <= CSF_SHELL_MM)
+    del outside
+    # head envelope: the convex hull of brain + CSF in each axial slice (the skull base and
+    # the bone between temporal lobes, brainstem and cerebellum, not air around each lobe)
+    from skimage.morphology import convex_hull_image
+
+    core = brain | shell_csf
+    env = np.zeros_like(core)
+    for k in np.flatnonzero(core.any(axis=(1, 2))):
+        env[k] = convex_hull_image(core[k])
+    env |= core
+    out_e = ndimage.distance_transform_edt(~env, sampling=sp).astype(np.float32)
+    bone = (env & ~brain & ~shell_csf) | ((~env) & (out_e <= SKULL_SHELL_MM - CSF_SHELL_MM))
+    scalp = (~env) & (out_e > SKULL_SHELL_MM - CSF_SHELL_MM) & (out_e <= SCALP_SHELL_MM - CSF_SHELL_MM)
+    del out_e, env
+    inside = brain.astype(np.float32)
+    gm = gm * inside
+    wm = wm * inside
+    return {
+        "gm": gm, "wm": wm,
+        "csf": np.clip(inside - gm - wm, 0, 1) + shell_csf.astype(np.float32),
+        "skull": bone.astype(np.float32), "scalp": scalp.astype(np.float32),
+    }
+
+
 # ------------------------------------------------------------------------------------------------
 # The generator
 # ------------------------------------------------------------------------------------------------
@@ -511,17 +549,7 @@ def generate_case(config: PhantomConfig | None = None, progress=None) -> Case:
 
     # ---- compartments and susceptibility -----------------------------------------------------
     say(0.3, "susceptibility")
-    outside = ndimage.distance_transform_edt(~brain, sampling=(p, p, p)).astype(np.float32)
-    inside = brain.astype(np.float32)
-    gm *= inside
-    wm *= inside
-    frac = {
-        "gm": gm, "wm": wm,
-        "csf": np.clip(inside - gm - wm, 0, 1) + ((~brain) & (outside <= CSF_SHELL_MM)),
-        "skull": ((outside > CSF_SHELL_MM) & (outside <= SKULL_SHELL_MM)).astype(np.float32),
-        "scalp": ((outside > SKULL_SHELL_MM) & (outside <= SCALP_SHELL_MM)).astype(np.float32),
-    }
-    del outside, inside
+    frac = _head_compartments(brain, gm, wm, p)
     for k in frac:
         frac[k] = (frac[k] * (1.0 - v)).astype(np.float32)
         frac[k][sinus] = 0.0
