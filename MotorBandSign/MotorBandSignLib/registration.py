@@ -52,7 +52,7 @@ DEMONS_SIGMA_MM = 3.0
 #: Mattes MI histogram bins (50 is ITK's example default; 32 suits ~10^5 samples).
 MI_BINS = 32
 #: Fraction of fixed-mask voxels sampled per metric evaluation (random, fixed seed => repeatable).
-SAMPLING_FRACTION = 0.25
+SAMPLING_FRACTION = 0.1
 #: Height (mm) of the top of the brain used to centre the initial translation.
 TOP_SLAB_MM = 40.0
 #: A brain mask taller than this (mm, along superior) is treated as whole-brain coverage (adult
@@ -158,20 +158,28 @@ def _prepare_fixed(image: Volume, mask: Volume, spacing: float, array=None):
     lo, hi = np.percentile(flat[ms], [0.5, 99.5]) if ms.any() else (0, 1)
     flat = np.clip(flat, lo, hi)
     flat = np.where(ndimage.binary_dilation(ms, iterations=3), flat, lo)
-    out = sitk.GetImageFromArray(flat.astype(np.float32))
-    out.CopyInformation(small)
-    mout = sitk.GetImageFromArray(ms.astype(np.uint8))
-    mout.CopyInformation(small)
+    # crop to the brain's bounding box + 12 mm (air around the head costs time, adds nothing)
+    nz = np.argwhere(ms)
+    pad = np.ceil(12.0 / np.array(small.GetSpacing())[::-1]).astype(int)
+    lo_i = np.maximum(nz.min(0) - pad, 0)
+    hi_i = np.minimum(nz.max(0) + pad + 1, np.array(ms.shape))
+    sl = tuple(slice(a, b) for a, b in zip(lo_i, hi_i))
+    out = sitk.GetImageFromArray(np.ascontiguousarray(flat[sl]).astype(np.float32))
+    out.SetSpacing(small.GetSpacing())
+    out.SetDirection(small.GetDirection())
+    out.SetOrigin(small.TransformIndexToPhysicalPoint([int(v) for v in lo_i[::-1]]))
+    mout = sitk.GetImageFromArray(np.ascontiguousarray(ms[sl]).astype(np.uint8))
+    mout.CopyInformation(out)
     return out, mout
 
 
-def _registration_method(fixed_mask, shrink, smooth, bins=MI_BINS, fraction=SAMPLING_FRACTION):
+def _registration_method(fixed_mask, shrink, smooth, bins=MI_BINS, fraction=None):
     import SimpleITK as sitk
 
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(bins)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(fraction, _SEED)
+    reg.SetMetricSamplingPercentage(SAMPLING_FRACTION if fraction is None else fraction, _SEED)
     reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetShrinkFactorsPerLevel(list(shrink))
@@ -214,8 +222,9 @@ def nmi_quality(fixed, moving, transform, mask, bins: int = 32) -> float:
 # ----------------------------------------------------------------------------------------------
 def register_template(image: Volume, grid: Volume, brain_mask: Volume, *, subject_array=None,
                       progress=None, reg_spacing_mm: float = REG_SPACING_MM,
-                      demons_sigma_mm: float = None, local_refine: bool = True,
-                      local_spacing_mm: float = LOCAL_SPACING_MM):
+                      demons_sigma_mm: float = None, demons_iterations=(50, 30), local_refine: bool = True,
+                      local_spacing_mm: float = LOCAL_SPACING_MM, local_sigma_mm: float = None,
+                      local_iterations: int = 30):
     """Register the MNI 2009a T1 to ``image`` and warp labels/priors onto ``grid``.
 
     ``image`` is the magnitude (or a T1 of the same subject, in world register with it);
@@ -253,7 +262,7 @@ def register_template(image: Volume, grid: Volume, brain_mask: Volume, *, subjec
     rigid.SetCenter(centre_lps)
     rigid.SetTranslation(shift_lps)
     reg = _registration_method(reg_mask, [2, 1], [2.0 * reg_spacing_mm, reg_spacing_mm])
-    reg.SetOptimizerAsRegularStepGradientDescent(2.0, 1e-3, 120, relaxationFactor=0.5,
+    reg.SetOptimizerAsRegularStepGradientDescent(2.0, 1e-3, 80, relaxationFactor=0.5,
                                                  gradientMagnitudeTolerance=1e-6)
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetInitialTransform(rigid, inPlace=True)
@@ -273,7 +282,7 @@ def register_template(image: Volume, grid: Volume, brain_mask: Volume, *, subjec
         lin.SetMatrix(rigid.GetMatrix())
         lin.SetTranslation(rigid.GetTranslation())
     reg = _registration_method(reg_mask, [2, 1], [2.0 * reg_spacing_mm, reg_spacing_mm])
-    reg.SetOptimizerAsRegularStepGradientDescent(1.0, 1e-3, 120, relaxationFactor=0.5,
+    reg.SetOptimizerAsRegularStepGradientDescent(1.0, 1e-3, 80, relaxationFactor=0.5,
                                                  gradientMagnitudeTolerance=1e-6)
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetInitialTransform(lin, inPlace=True)
@@ -285,7 +294,7 @@ def register_template(image: Volume, grid: Volume, brain_mask: Volume, *, subjec
     # 4. deformable: diffeomorphic demons on a pseudo-template in the subject's contrast
     _log(progress, 0.45, "deformable registration")
     field, beta = _demons_stage(fixed, fmask, lin_aff, levels_mm=(2.0 * reg_spacing_mm, reg_spacing_mm),
-                                iterations=(60, 40), sigma_mm=demons_sigma_mm)
+                                iterations=demons_iterations, sigma_mm=demons_sigma_mm)
     info["tissue_contrast"] = beta.tolist()
     total = sitk.CompositeTransform([lin_aff, field])
     info["t_deformable"] = time.perf_counter() - t0
@@ -295,7 +304,7 @@ def register_template(image: Volume, grid: Volume, brain_mask: Volume, *, subjec
         _log(progress, 0.7, "focused registration of the central region")
         try:
             total, local_info = _local_refinement(image, brain_mask, subject_array, total, local_spacing_mm,
-                                                  demons_sigma_mm)
+                                                  local_sigma_mm or demons_sigma_mm, local_iterations)
             info.update(local_info)
         except RuntimeError as exc:  # an optimiser failure must not lose the global result
             warnings.append(f"The focused central-region registration failed ({exc}); the global "
@@ -409,7 +418,7 @@ def _demons_stage(fixed, fmask, initial, *, levels_mm, iterations, sigma_mm, ini
     return sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64)), beta
 
 
-def _local_refinement(image, brain_mask, subject_array, total, spacing, sigma_mm):
+def _local_refinement(image, brain_mask, subject_array, total, spacing, sigma_mm, iterations=40):
     """Second, focused demons registration of the central region at a finer grid.
 
     Crops the subject to the warped precentral + postcentral cortex dilated by 12 mm, warps the
@@ -419,7 +428,30 @@ def _local_refinement(image, brain_mask, subject_array, total, spacing, sigma_mm
     import SimpleITK as sitk
 
     t0 = time.perf_counter()
-    fixed, fmask = _prepare_fixed(image, brain_mask, spacing, array=subject_array)
+    # crop the subject to the central region (found through the global result on a coarse grid)
+    # plus a margin for the bias flattening, before preparing it at the finer spacing
+    from .anatomy import _magnitude_array, _resample_spacing
+
+    a = _magnitude_array(image, "registration image") if subject_array is None else subject_array
+    coarse = _resample_spacing(image.to_sitk(np.zeros(image.shape, np.float32)), np.maximum(image.spacing, 3.0))
+    lab_c = sitk.GetArrayFromImage(sitk.Resample(_template_full()[0], coarse, total, sitk.sitkNearestNeighbor, 0,
+                                                 sitk.sitkUInt8))
+    kji_c = np.argwhere(np.isin(lab_c, [1, 2, 3, 4]))
+    if len(kji_c) < 5:
+        raise RuntimeError("the central region is not covered by the image")
+    d = np.array(coarse.GetDirection()).reshape(3, 3) * np.array(coarse.GetSpacing())
+    lps = kji_c[:, ::-1] @ d.T + np.array(coarse.GetOrigin())
+    ijk = image.ijk_of_ras(lps * [-1, -1, 1])
+    margin = 25.0 / image.spacing
+    lo = np.maximum(np.floor(ijk.min(0) - margin), 0).astype(int)
+    hi = np.minimum(np.ceil(ijk.max(0) + margin) + 1, np.array(image.shape[::-1])).astype(int)
+    sl = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+    m4 = image.ijk_to_ras.copy()
+    m4[:3, 3] = image.ras_of_ijk(lo.astype(float))
+    crop = Volume(np.ascontiguousarray(a[sl]), m4, "central crop")
+    mcrop = Volume(np.ascontiguousarray(brain_mask.array[sl]) if not image.grid_mismatch(brain_mask)
+                   else _mask_on(image, brain_mask)[sl], m4, "central mask")
+    fixed, fmask = _prepare_fixed(crop, mcrop, spacing, array=crop.array)
     lab = sitk.Resample(_template_full()[0], fixed, total, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     la = sitk.GetArrayFromImage(lab)
     central = np.isin(la, [1, 2, 3, 4])
@@ -438,7 +470,7 @@ def _local_refinement(image, brain_mask, subject_array, total, spacing, sigma_mm
     fm2 = sitk.GetImageFromArray(fm_arr.astype(np.uint8))
     fm2.CopyInformation(fx)
     ident = sitk.DisplacementFieldTransform(3)
-    local, beta = _demons_stage(fx, fm2, total, levels_mm=(spacing,), iterations=(40,), sigma_mm=sigma_mm)
+    local, beta = _demons_stage(fx, fm2, total, levels_mm=(spacing,), iterations=(iterations,), sigma_mm=sigma_mm)
     # taper to zero at the crop edge (10 mm cosine ramp), so the composition stays smooth
     f = sitk.GetArrayFromImage(local.GetDisplacementField())
     dist = ndimage.distance_transform_edt(np.pad(np.ones(f.shape[:3], bool), 1, constant_values=False),
@@ -450,6 +482,14 @@ def _local_refinement(image, brain_mask, subject_array, total, spacing, sigma_mm
     new = sitk.CompositeTransform([total, sitk.DisplacementFieldTransform(fimg)])
     info = {"t_local": time.perf_counter() - t0, "local_max_shift_mm": float(np.sqrt((f ** 2).sum(-1)).max())}
     return new, info
+
+
+def _mask_on(image: Volume, mask: Volume) -> np.ndarray:
+    import SimpleITK as sitk
+
+    r = sitk.Resample(mask.to_sitk(mask.array.astype(np.uint8)), image.to_sitk(np.zeros(image.shape, np.uint8)),
+                      sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(r)
 
 
 def _ball_mm(r_mm, sp):

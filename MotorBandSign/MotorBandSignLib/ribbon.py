@@ -123,7 +123,6 @@ def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, contr
     grid = anatomy.labels
     lab = grid.array
     sp = grid.spacing_kji
-    h = float(np.mean(sp))
     cortex = (anatomy.gm_prob.array >= gm_threshold) & (anatomy.brain_mask.array > 0)
     wm_prior = anatomy.info.get("wm_prior") if isinstance(anatomy.info, dict) else None
     out = np.zeros(grid.shape, np.uint8)
@@ -137,15 +136,17 @@ def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, contr
         box = _bbox(P | Q | F, pad=np.ceil((frontal_control_mm + 5) / sp).astype(int), shape=grid.shape)
         p, q, f, c = P[box], Q[box], F[box], cortex[box]
         d_post = ndimage.distance_transform_edt(~q, sampling=sp)
-        d_post_s = d_post - 0.5 * h          # distance from the sulcal boundary, not the voxel centre
-        bank = p & c & (d_post_s <= bank_depth_mm)
+        # voxel-centre distance; at least one voxel layer on grids coarser than the bank depth
+        depth_lim = max(bank_depth_mm, float(sp.max()))
+        d_post_s = d_post
+        bank = p & c & (d_post_s <= depth_lim)
         if not bank.any():
             warnings.append(f"The {side} precentral and postcentral cortex do not meet: no {side} posterior bank.")
             continue
         d_bank = ndimage.distance_transform_edt(~bank, sampling=sp)
         d_pre = ndimage.distance_transform_edt(~p, sampling=sp)
         far = d_bank >= control_gap_mm
-        ctrl = far & c & (q | (p & (d_post_s > bank_depth_mm)) | (f & (d_pre <= frontal_control_mm)))
+        ctrl = far & c & (q | (p & (d_post_s > depth_lim)) | (f & (d_pre <= frontal_control_mm)))
         o = out[box]
         o[bank] = _BANK[side]
         o[ctrl & (o == 0)] = _CTRL[side]
@@ -155,7 +156,7 @@ def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, contr
         else:
             surface = ~c & ~ndimage.binary_erosion(~c, iterations=1)
         d_surf = ndimage.distance_transform_edt(~surface, sampling=sp) if surface.any() else np.full(p.shape, np.inf)
-        dep = np.minimum(d_surf, np.where(p, d_post_s + 0.5 * h, np.inf))
+        dep = np.minimum(d_surf, np.where(p, d_post_s, np.inf))
         dv = depth[box]
         sel = o > 0
         dv[sel] = np.minimum(dep[sel], 99.0)
