@@ -63,13 +63,18 @@ FRONTAL_CONTROL_MM = 10.0
 #: Grey-matter probability at or above which a voxel counts as cortex (maximum a posteriori for
 #: a two-class GM/non-GM decision).
 GM_THRESHOLD = 0.5
-#: Medial/intermediate/lateral split as fractions of the gyrus' length from the vertex to the
-#: Sylvian end. Raters score thirds (Zejlon et al. 2024); the homunculus puts the leg on the
-#: vertex and medial surface, the hand in the middle (the "hand knob", Yousry et al. 1997,
-#: Brain 120:141) and the face lowest (Penfield & Boldrey 1937). The MNI hand knob (about
-#: +-38, -22, 56; Yousry 1997's landmark as located in MNI space by Mayka et al. 2006,
-#: NeuroImage 31:1453) projects to ~0.45 along the template gyrus, inside the middle third.
-REGION_SPLITS = (1.0 / 3.0, 2.0 / 3.0)
+#: Medial/intermediate/lateral split along the gyrus, measured on the MNI template by the angle
+#: ``theta = atan2(|x|, z - REGION_Z0_MM)`` in the coronal plane from the vertical through the
+#: centre of the hemispheric arc: medial (leg) below REGION_THETA_DEG[0], intermediate (hand)
+#: between, lateral (face) above REGION_THETA_DEG[1]. The homunculus puts the leg on the vertex
+#: and medial surface, the hand in the middle and the face lowest (Penfield & Boldrey 1937);
+#: the hand knob (MNI about +-38, -22, 56; Yousry et al. 1997, Brain 120:141) then lies at
+#: ~40 deg, mid-intermediate; the vertex leg area (|x| < ~22 mm at z ~ 70) is medial and the
+#: face area (|x| > ~50 mm, z < ~40 mm) lateral -- the three-part split raters score (Zejlon et
+#: al. 2024). The same definition as the phantom's truth regions (phantom_anatomy), so tests
+#: compare like with like.
+REGION_Z0_MM = 10.0
+REGION_THETA_DEG = (22.0, 55.0)
 
 _PRE = {"left": 1, "right": 2}
 _POST = {"left": 3, "right": 4}
@@ -182,16 +187,26 @@ def _bbox(mask, pad, shape):
 # ----------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
 def _template_axis():
-    """Axis of the template's precentral gyrus in (|x|, y, z) MNI RAS: (origin, unit, t0, t1).
+    """Axis of the template's precentral gyrus in (|x|, y, z) MNI RAS, and the split fractions.
 
-    The first principal axis of the precentral voxels of both hemispheres (mirrored onto |x|),
-    oriented from the vertex (medial, superior) to the Sylvian end; t0/t1 are the 1st/99th
-    percentiles of the projections (the gyrus' ends).
+    Returns (origin, unit, t0, t1, splits): the first principal axis of the precentral voxels of
+    both hemispheres (mirrored onto |x|), oriented from the vertex to the Sylvian end, its 1st /
+    99th percentile ends, and the fractions along it where the template's theta boundaries
+    (:data:`REGION_THETA_DEG`) fall -- used when no template transform is available.
     """
     lab = templates.region_labels()
     kji = np.argwhere(np.isin(lab.array, (1, 2)))
     ras = lab.ras_of_ijk(kji[:, ::-1])
-    return _axis_of(ras, x_mid=0.0)
+    axis = _axis_of(ras, x_mid=0.0)
+    t = _position(ras, axis, 0.0)
+    th = _theta(ras)
+    splits = tuple(float(np.median(t[np.abs(th - b) < 2.0])) for b in REGION_THETA_DEG)
+    return axis + (splits,)
+
+
+def _theta(ras_mni):
+    ras_mni = np.atleast_2d(ras_mni)
+    return np.degrees(np.arctan2(np.abs(ras_mni[:, 0]), ras_mni[:, 2] - REGION_Z0_MM))
 
 
 def _axis_of(ras: np.ndarray, x_mid: float):
@@ -208,23 +223,24 @@ def _axis_of(ras: np.ndarray, x_mid: float):
 
 
 def _position(ras, axis, x_mid):
-    c, u, t0, t1 = axis
+    c, u, t0, t1 = axis[:4]
     pts = np.asarray(ras, float).copy()
     pts[:, 0] = np.abs(pts[:, 0] - x_mid)
     return np.clip(((pts - c) @ u - t0) / max(t1 - t0, 1e-6), 0.0, 1.0)
 
 
-def regions_for(labels: Volume, anatomy=None, *, hand_knob_ras: dict | None = None,
-                splits=REGION_SPLITS) -> Volume:
+def regions_for(labels: Volume, anatomy=None, *, hand_knob_ras: dict | None = None) -> Volume:
     """Medial (1) / intermediate (2) / lateral (3) split of every ribbon voxel (labels 1..4).
 
-    With an atlas-route ``anatomy`` (it carries the subject-to-template transform) a voxel's
-    position along the gyrus is measured on the template's precentral gyrus, so a slab or a
-    partially drawn ribbon is split where the template says (partial coverage does not shift
-    the thirds). Otherwise it is measured in the subject's RAS world coordinates along the first
-    principal axis of that hemisphere's bank (|x| from the midline between the two banks, so
-    left and right, LPS- or RAS-stored and oblique grids give the same split for the same
-    anatomy). A hand-knob point per side centres the intermediate third on it.
+    With an atlas-route ``anatomy`` (it carries the subject-to-template transform) each voxel is
+    mapped into MNI space and split by :data:`REGION_THETA_DEG`, so a slab or a partially drawn
+    ribbon is split where the anatomy says (partial coverage does not shift the split).
+    Otherwise (imported parcellation, edited ribbon, no anatomy) it is split from geometry alone:
+    the position along the first principal axis of that hemisphere's bank in the subject's RAS
+    world coordinates (|x| from the midline between the two banks), cut at the fractions where
+    the template's theta boundaries fall on the template's own gyrus. Being computed in RAS, the
+    answer is the same for LPS- or RAS-stored and oblique grids. A hand-knob point per side
+    centres the intermediate region on it.
     """
     arr = np.asarray(labels.array)
     if arr.ndim != 3:
@@ -241,41 +257,41 @@ def regions_for(labels: Volume, anatomy=None, *, hand_knob_ras: dict | None = No
         return labels.with_array(out, "ribbon regions")
     ras_all = labels.ras_of_ijk(kji_all[:, ::-1])
     lab_all = arr[tuple(kji_all.T)]
+    half_deg = 0.5 * (REGION_THETA_DEG[1] - REGION_THETA_DEG[0])
     if transform is not None:
-        axis = _template_axis()
-        x_mid = 0.0
-        coords = anatomy.template_ras(ras_all)
-        axes = {"left": axis, "right": axis}
-        mids = {"left": 0.0, "right": 0.0}
-    else:
-        coords = ras_all
-        bl, br = ras_all[lab_all == 1], ras_all[lab_all == 2]
-        if len(bl) and len(br):
-            x_mid = 0.5 * (bl[:, 0].mean() + br[:, 0].mean())
-        else:
-            x_mid = _midline_guess(labels, anatomy, ras_all)
-        axes, mids = {}, {}
+        th = _theta(anatomy.template_ras(ras_all))
         for side in ("left", "right"):
-            b = ras_all[lab_all == _BANK[side]]
-            if len(b) < 10:
-                b = ras_all[np.isin(lab_all, (_BANK[side], _CTRL[side]))]
-            if len(b) >= 10:
-                axes[side] = _axis_of(b, x_mid)
-                mids[side] = x_mid
+            sel = np.isin(lab_all, (_BANK[side], _CTRL[side]))
+            if not sel.any():
+                continue
+            lo, hi = REGION_THETA_DEG
+            if hk and hk.get(side) is not None:
+                tk = float(_theta(anatomy.template_ras(np.atleast_2d(np.asarray(hk[side], float))))[0])
+                lo, hi = tk - half_deg, tk + half_deg
+            t = th[sel]
+            out[tuple(kji_all[sel].T)] = np.where(t < lo, 1, np.where(t <= hi, 2, 3))
+        return labels.with_array(out, "ribbon regions")
+    splits = _template_axis()[4]
+    bl, br = ras_all[lab_all == 1], ras_all[lab_all == 2]
+    if len(bl) and len(br):
+        x_mid = 0.5 * (bl[:, 0].mean() + br[:, 0].mean())
+    else:
+        x_mid = _midline_guess(labels, anatomy, ras_all)
     for side in ("left", "right"):
         sel = np.isin(lab_all, (_BANK[side], _CTRL[side]))
-        if not sel.any() or side not in axes:
+        b = ras_all[lab_all == _BANK[side]]
+        if len(b) < 10:
+            b = ras_all[sel]
+        if len(b) < 10:
             continue
-        t = _position(coords[sel], axes[side], mids[side])
+        axis = _axis_of(b, x_mid)
+        t = _position(ras_all[sel], axis, x_mid)
         lo, hi = splits
-        if hk and side in hk and hk[side] is not None:
-            p = np.atleast_2d(np.asarray(hk[side], float))
-            pc = anatomy.template_ras(p) if transform is not None else p
-            tk = float(_position(pc, axes[side], mids[side])[0])
+        if hk and hk.get(side) is not None:
+            tk = float(_position(np.atleast_2d(np.asarray(hk[side], float)), axis, x_mid)[0])
             half = 0.5 * (splits[1] - splits[0])
             lo, hi = tk - half, tk + half
-        r = np.where(t < lo, 1, np.where(t <= hi, 2, 3)).astype(np.uint8)
-        out[tuple(kji_all[sel].T)] = r
+        out[tuple(kji_all[sel].T)] = np.where(t < lo, 1, np.where(t <= hi, 2, 3))
     return labels.with_array(out, "ribbon regions")
 
 
