@@ -60,21 +60,23 @@ CODE_VERSION = "phantom-8|" + ANATOMY_VERSION
 #: - chi WM -0.03, cortical GM +0.01 ppm rel. CSF: Li W et al. 2011 NeuroImage 55:1645;
 #:   Wharton & Bowtell 2010 NeuroImage 53:515; Deistung et al. 2013 NeuroImage 65:299.
 #: - chi venous blood +0.40 ppm rel. tissue/water (deoxygenated, Hct ~0.42, Y ~0.6):
-#:   Weisskoff & Kiihne 1992 MRM 24:375; Jain et al. 2012 JCBFM 32:2028 (0.3-0.45 ppm).
+#:   Weisskoff & Kiihne 1992 MRM 24:375; Jain et al. 2012 MRM 68:863 (0.3-0.45 ppm).
 #: - chi cortical bone -2.0 ppm rel. water: Hopkins & Wehrli 1997 MRM 37:494.
 #: - chi air +9.4 ppm rel. water: Schenck 1996 Med Phys 23:815.
 #: - M0 GM 0.80, WM 0.69 (water content): Neeb et al. 2006 NeuroImage 31:1156; CSF 1.0 (water);
-#:   venous blood 0.87: Herscovitch & Raichle 1985 JCBFM 5:65; scalp 0.75 (soft tissue, ~70-80 %
-#:   water, same source's range); skull 0.05 (cortical bone: little mobile water, T2* < 1 ms,
-#:   Reichert et al. 2005 MRI 23:611; the residual is diploe marrow).
+#:   venous blood 0.87: Herscovitch & Raichle 1985 JCBFM 5:65; scalp 0.75 (assumed: soft tissue
+#:   is ~70-80 % water); skull 0.05 (cortical bone: little mobile water, T2* < 1 ms, Reichert
+#:   et al. 2005 MRI 23:611; the residual stands for diploe marrow).
 #: - T1 at 3 T: GM 1.82 s, WM 1.084 s: Stanisz et al. 2005 MRM 54:507; CSF 4.16 s: Lu et al.
-#:   2005 JMRI 22:13; venous blood 1.65 s: Lu et al. 2004 MRM 52:679; scalp 1.0 s (muscle/skin
-#:   ~1.4 s, fat ~0.4 s at 3 T: Stanisz 2005; a mixture); skull 0.3 s (marrow fat; Stanisz 2005).
+#:   2005 JMRI 22:13 (approximately); venous blood 1.65 s: Lu et al. 2004 MRM 52:679; scalp 1.0 s
+#:   (assumed mixture of muscle ~1.4 s at 3 T, Stanisz 2005, and fat, a few hundred ms); skull
+#:   0.3 s (assumed, marrow fat; it hardly matters at M0 0.05).
 #: - R2* at 3 T: cortical GM 19.3 /s (T2* 51.8 ms), frontal WM 22.4 /s (T2* 44.7 ms): Peters et
-#:   al. 2007 MRI 25:748; CSF 2 /s (T2 ~1-2 s at 3 T: Piechnik et al. 2009 MRM 61:579; T2* a
-#:   little shorter); venous blood 50 /s (Y ~0.6, Hct ~0.42: Blockley et al. 2008 MRM 60:1313);
-#:   scalp 30 /s (muscle T2* ~30 ms at 3 T: Schick 1998? -> order of magnitude, see report);
-#:   skull 1000 /s (T2* < 1 ms: Reichert 2005).
+#:   al. 2007 MRI 25:748 (approximate readings of its 3 T table); CSF 2 /s (T2 of order 1-2 s at
+#:   3 T: Piechnik et al. 2009 MRM 61:579; T2* a little shorter); venous blood 50 /s (Y ~0.6,
+#:   Hct ~0.42: Blockley et al. 2008 MRM 60:1313); scalp 30 /s (assumed order of magnitude for
+#:   muscle/skin; only shapes the scalp ring, outside every analysis); skull 1000 /s (T2* < 1 ms:
+#:   Reichert 2005).
 TISSUES = {
     #           chi     M0     T1     R2*
     "gm":    (0.01,  0.80,  1.820,  19.3),
@@ -97,8 +99,9 @@ R2S_PER_PPM_IRON = 0.27 / 0.00097
 #: Spoiled GRE (SWI) timing: TR 28 ms, flip 15 deg at 3 T (Haacke et al. 2009, AJNR 30:19).
 TR_S = 0.028
 FLIP_DEG = 15.0
-#: Head shells outside the brain mask (mm): extracerebral CSF ~2.5 mm, skull ~6.5 mm, scalp ~5 mm
-#: (skull 5-7 mm: Lillie et al. 2016 PLoS One 11:e0152240; scalp ~5-6 mm: same study's range).
+#: Head shells outside the brain mask (mm): extracerebral CSF ~2.5 mm, skull ~6.5 mm (adult
+#: calvarial thickness ~5-8 mm: Lynnerup 2001, Forensic Sci Int 117:45), scalp ~5 mm (assumed
+#: typical adult value; it only shapes the background field far from the cortex).
 CSF_SHELL_MM, SKULL_SHELL_MM, SCALP_SHELL_MM = 2.5, 9.0, 14.0
 #: Zero padding (mm) added around the physics grid for the dipole convolution.
 PAD_MM = 64.0

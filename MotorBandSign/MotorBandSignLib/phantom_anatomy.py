@@ -54,8 +54,8 @@ BANK_GM_MIN = 0.4
 REGION_Z0_MM = 10.0
 REGION_THETA_DEG = (22.0, 55.0)
 
-#: Superior sagittal sinus radius (mm): SSS lumen ~6-9 mm wide at the vertex
-#: (Kaplan et al. 1972 in: Radiology of the skull and brain; Widjaja & Griffiths 2004, AJNR 25:1557).
+#: Superior sagittal sinus radius (mm): lumen ~6-9 mm wide at the vertex (e.g. the MR venography
+#: norms of Widjaja & Griffiths 2004, AJNR 25:1557).
 SSS_RADIUS_MM = 3.5
 #: Cortical (pial) veins ~1-3 mm in diameter (Duvernoy et al. 1981, Brain Res Bull 7:519).
 CORTICAL_VEIN_RADIUS_MM = 1.0
@@ -205,7 +205,7 @@ def build_template_model() -> dict:
     front = brain[kz][:, :, i0 - 3:i0 + 4].any(axis=(0, 2))
     y_front = ys[np.flatnonzero(front).max()]
     c = np.array([0.0, y_front + 9.0, 8.0])  # 9 mm in front of the pole, inside the frontal bone
-    radii = np.array([11.0, 4.0, 9.0])  # frontal sinus ~20-25 mm wide, ~10 mm deep (Aydinlioglu et al. 2003, Clin Anat 16:181)
+    radii = np.array([11.0, 4.0, 9.0])  # assumed adult frontal sinus: ~20-25 mm wide, ~8 mm deep, ~18 mm tall
     ell = ((x - c[0]) / radii[0]) ** 2 + ((y - c[1]) / radii[1]) ** 2 + ((z - c[2]) / radii[2]) ** 2 <= 1.0
     near_brain = ndimage.binary_dilation(brain, iterations=3)
     sinus = (ell & ~near_brain).astype(np.uint8)
