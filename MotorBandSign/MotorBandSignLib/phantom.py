@@ -50,7 +50,7 @@ from .phantom_anatomy import ANATOMY_VERSION, posterior_bank, template_model
 from .volume import Volume, grid_from
 
 #: Part of every cache key: bump when the simulation changes.
-CODE_VERSION = "phantom-8|" + ANATOMY_VERSION
+CODE_VERSION = "phantom-9|" + ANATOMY_VERSION
 
 # ------------------------------------------------------------------------------------------------
 # Tissue properties at 3 T.  chi: ppm relative to water/CSF (SI).  M0: water proton density
@@ -708,6 +708,7 @@ def generate_case(config: PhantomConfig | None = None, progress=None) -> Case:
         "physics": {
             "grid_mm": p, "grid_shape_kji": list(shape), "grid_ijk_to_ras": np.round(A, 6).tolist(),
             "pad_voxels": pad, "b0": "along scanner z = RAS S (axis k of the physics grid)",
+            "b0_direction_ras": [0.0, 0.0, 1.0],
             "shim_coefficients_ppm": np.round(shim, 6).tolist(), "receiver_phase_rad": phase0,
             "tr_s": tr, "flip_deg": FLIP_DEG, "noise_sigma_per_channel": float(sigma * scale),
             "noise": "complex Gaussian, sigma = max|S| / snr on each of real and imaginary",
@@ -722,7 +723,8 @@ def generate_case(config: PhantomConfig | None = None, progress=None) -> Case:
         "band_voxels": {"left": int((band == 1).sum()), "right": int((band == 2).sum())},
         "timings_s": times,
     }
-    meta_img = {"echo_times_s": list(tes), "field_strength_t": cfg.field_strength_t, "handedness": cfg.handedness}
+    meta_img = {"echo_times_s": list(tes), "field_strength_t": cfg.field_strength_t, "handedness": cfg.handedness,
+                "b0_direction_ras": [0.0, 0.0, 1.0]}
     vol = lambda arr, name, **meta: Volume(arr, M.copy(), name, dict(meta))
     return Case(
         magnitude=vol(mag_arr.astype(np.float32), "magnitude", **meta_img),
