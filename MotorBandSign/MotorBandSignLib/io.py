@@ -19,6 +19,17 @@ from .volume import Volume
 _IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
+def make_temp(directory, suffix: str = "") -> str:
+    """A temporary file in ``directory`` with the permissions a plain open() would give
+    (mkstemp makes it owner-only), for write-then-rename."""
+    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=".tmp-", dir=str(directory))
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
+
+
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     for s in (".nii.gz", ".seg.nrrd"):
@@ -102,8 +113,7 @@ def write_volume(vol: Volume, path, array: np.ndarray | None = None) -> Path:
     else:
         img = vol.to_sitk(a)
     suffix = _suffix(p)
-    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=".tmp-", dir=str(p.parent))
-    os.close(fd)
+    tmp = make_temp(p.parent, suffix)
     try:
         sitk.WriteImage(img, tmp, True)
         os.replace(tmp, p)
@@ -118,8 +128,8 @@ def write_text(path, text: str) -> Path:
     """Write a text file atomically."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=str(p.parent))
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    tmp = make_temp(p.parent)
+    with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
     os.replace(tmp, p)
     return p

@@ -100,8 +100,7 @@ def save_state(result, path: Path) -> None:
     side = {"params": result.params.to_dict(), "qc": result.qc, "timings": result.timings,
             "warnings": result.warnings}
     arrays["json"] = np.frombuffer(json.dumps(side, default=_json_default).encode(), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=str(path.parent))
-    os.close(fd)
+    tmp = io.make_temp(path.parent, ".npz")
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
 

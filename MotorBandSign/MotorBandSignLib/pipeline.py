@@ -161,8 +161,10 @@ def measure(result_like: dict, ribbon_vol: Volume, regions_vol: Volume, p: Param
     metrics = scoring.score(result_like["swi_corrected"], z_swi, rib, reg, voxel_ml, z_mag=z_mag,
                             wm_reference=wm, z_threshold=p.z_threshold, band_z=p.band_z,
                             diffuse_ratio=p.diffuse_ratio)
-    kji = np.indices(rib.shape, sparse=False).reshape(3, -1)[::-1].T  # (i, j, k)
-    superior = ribbon_vol.ras_of_ijk(kji)[:, 2].reshape(rib.shape)
+    # Height (RAS S) of the ribbon voxels only: the profiles need nothing else.
+    superior = np.zeros(rib.shape, np.float32)
+    kk, jj, ii = np.nonzero(rib)
+    superior[kk, jj, ii] = ribbon_vol.ras_of_ijk(np.stack([ii, jj, kk], axis=1))[:, 2]
     metrics["profiles"] = scoring.profiles(z_swi, rib, superior)
     return z_swi, z_mag, metrics
 
