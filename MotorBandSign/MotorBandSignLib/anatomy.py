@@ -3,10 +3,10 @@
 Three sources give the same kind of result (an :class:`Anatomy`):
 
 (a) ``"atlas"`` (default): the bundled MNI ICBM152 2009a T1 is registered to the subject
-    (the magnitude, or a T1 when given) with SimpleITK -- rigid, similarity/affine, then a
-    B-spline free-form deformation, multi-resolution, Mattes mutual information (so the
-    template's T1 contrast need not resemble the subject's GRE contrast) -- and then refined by
-    a second, focused B-spline registration restricted to the central region, driven by the
+    (the magnitude, or a T1 when given) with SimpleITK -- rigid and similarity/affine by Mattes
+    mutual information (the template's T1 contrast need not resemble the subject's), then
+    diffeomorphic demons on a pseudo-template in the subject's contrast, multi-resolution --
+    and refined by a second, focused demons registration of the central region, driven by the
     subject's own sulcal pattern. The Harvard-Oxford region labels are warped (nearest
     neighbour) and the grey-matter prior (linear) onto the subject grid. See
     :mod:`MotorBandSignLib.registration` for the stages.
@@ -80,7 +80,7 @@ class Anatomy:
     transform : SimpleITK transform or None
         Maps subject LPS points to template (MNI 2009a) LPS points (atlas route).
     csf_prob : Volume (float32) or None
-        Sulcal CSF evidence from the subject image (used to find the central sulcus).
+        CSF prior warped from the template (atlas route).
     info : dict
         Timings, registration stages, metric values.
     """
@@ -266,8 +266,7 @@ def _resample_spacing(img, spacing, *, smoothing_mm: float = 0.0, interp=None):
 # ----------------------------------------------------------------------------------------------
 def localize(magnitude: Volume, brain_mask: Volume | None = None, *, t1: Volume | None = None,
              parcellation: Volume | None = None, label_table: str | dict | None = None,
-             hand_knob_ras: dict | None = None, progress=None, sulcus_refine: bool = True,
-             **registration_kw) -> Anatomy:
+             hand_knob_ras: dict | None = None, progress=None, **registration_kw) -> Anatomy:
     """Locate precentral, postcentral and frontal cortex per hemisphere on the magnitude grid.
 
     Parameters
@@ -289,9 +288,6 @@ def localize(magnitude: Volume, brain_mask: Volume | None = None, *, t1: Volume 
         ``{"left": (x, y, z), "right": (x, y, z)}`` RAS points on the hand knob, used to check
         the localisation (and to centre the intermediate region in :mod:`ribbon`).
     progress : callable(fraction: float, message: str) or None
-    sulcus_refine : bool
-        Atlas route: move the precentral/postcentral boundary onto the subject's central-sulcus
-        CSF (:func:`refine_central_sulcus`).
     **registration_kw
         Passed to :func:`registration.register_template` (e.g. ``local_refine=False``).
     """
@@ -312,105 +308,12 @@ def localize(magnitude: Volume, brain_mask: Volume | None = None, *, t1: Volume 
 
         anat = register_template(magnitude if t1 is None else t1, magnitude, brain_mask,
                                  subject_array=a if t1 is None else None, progress=report, **registration_kw)
-        if sulcus_refine:
-            report(0.9, "snapping the central sulcus to the subject's sulcal CSF")
-            if t1 is None:
-                refine_central_sulcus(anat, a, independent=False)
-            elif not t1.grid_mismatch(magnitude):
-                refine_central_sulcus(anat, _magnitude_array(t1, "t1"), independent=True)
     anat.hand_knob_ras = hand_knob_ras
     _check_sides(anat)
     if hand_knob_ras:
         _check_hand_knob(anat, hand_knob_ras)
     report(1.0, "anatomy done")
     return anat
-
-
-#: How far (mm) the precentral/postcentral boundary may move when snapped to the subject's
-#: sulcal CSF: the residual error of the registration (~1-3 mm), well under half a gyral width
-#: (~5 mm; Yousry et al. 1997), so the neighbouring (pre- or postcentral) sulcus is never reached.
-SULCUS_SEARCH_MM = 3.0
-#: Minimum CSF-GM contrast (in units of the GM intensity spread) for the snap to be trusted.
-SULCUS_MIN_CONTRAST = 1.0
-
-
-def refine_central_sulcus(anat: Anatomy, image: np.ndarray, *, independent: bool = False,
-                          search_mm: float = SULCUS_SEARCH_MM) -> None:
-    """Move each hemisphere's precentral/postcentral boundary onto the subject's central sulcus.
-
-    Within ``search_mm`` of the warped boundary, voxels are re-assigned by a marker-based
-    watershed (Beucher & Meyer 1993) of a CSF-likeness map: the labels flood from the parts of
-    each gyrus far from the boundary and meet on the sulcal CSF line (the ridge of CSF-likeness)
-    when the image shows one; where the sulcus is closed (flat map) they meet half-way, i.e. the
-    registered boundary is kept. CSF-likeness = (I - GM level) / (CSF level - GM level), with
-    the levels estimated under the registered tissue priors after bias flattening.
-
-    On the measured magnitude (``independent=False``) the snap is only done when CSF is brighter
-    than GM: then iron-darkened cortex can never look like CSF (the circular-measurement trap of
-    shared/reference/BRIEF.md). Modifies ``anat.labels`` in place and records what it did in
-    ``anat.info["sulcus_refine"]``.
-    """
-    from skimage.segmentation import watershed
-
-    lab = anat.labels.array
-    sp = anat.labels.spacing_kji
-    gm = anat.gm_prob.array
-    csf = anat.csf_prob.array if anat.csf_prob is not None else None
-    brain = anat.brain_mask.array > 0
-    rec = {}
-    if csf is None:
-        anat.info["sulcus_refine"] = {"done": False, "why": "no CSF prior"}
-        return
-    L = templates.REGION_LABELS
-    new = lab.copy()
-    for side in ("left", "right"):
-        pre, post = lab == L[f"{side}_precentral"], lab == L[f"{side}_postcentral"]
-        if not pre.any() or not post.any():
-            continue
-        nz = np.argwhere(pre | post)
-        pad = np.ceil(25.0 / sp).astype(int)
-        lo = np.maximum(nz.min(0) - pad, 0)
-        hi = np.minimum(nz.max(0) + pad + 1, np.array(lab.shape))
-        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-        I = image[sl].astype(np.float64)
-        b = brain[sl]
-        sig = 20.0 / sp
-        num = ndimage.gaussian_filter(np.where(b, I, 0.0), sig)
-        den = ndimage.gaussian_filter(b.astype(float), sig)
-        flat = np.where(den > 0.05, I / np.maximum(num / np.maximum(den, 1e-6), 1e-12), 0.0)
-        g_sel = b & (gm[sl] > 0.7)
-        c_sel = b & (csf[sl] > 0.7)
-        if g_sel.sum() < 50 or c_sel.sum() < 20:
-            rec[side] = "too few voxels to estimate tissue levels"
-            continue
-        g_lvl, c_lvl = np.median(flat[g_sel]), np.median(flat[c_sel])
-        g_spread = 1.4826 * np.median(np.abs(flat[g_sel] - g_lvl))
-        contrast = (c_lvl - g_lvl) / max(g_spread, 1e-6)
-        if not independent and contrast <= 0:
-            rec[side] = f"skipped: CSF not brighter than GM on the measured image (contrast {contrast:.2f})"
-            continue
-        if abs(contrast) < SULCUS_MIN_CONTRAST:
-            rec[side] = f"skipped: CSF-GM contrast too low ({contrast:.2f})"
-            continue
-        like = np.clip((flat - g_lvl) / (c_lvl - g_lvl), 0.0, 1.0)
-        p, q = pre[sl], post[sl]
-        d_pre = ndimage.distance_transform_edt(~p, sampling=sp)
-        d_post = ndimage.distance_transform_edt(~q, sampling=sp)
-        zone = (p & (d_post <= search_mm)) | (q & (d_pre <= search_mm))
-        markers = np.zeros(p.shape, np.int32)
-        markers[p & ~zone] = 1
-        markers[q & ~zone] = 2
-        # unlabelled brain voxels between the two gyri (sulcal CSF) may carry the boundary too
-        gap = b & ~p & ~q & (d_pre <= search_mm) & (d_post <= search_mm)
-        ws = watershed(ndimage.gaussian_filter(like, 0.5), markers, mask=p | q | gap)
-        n_sl = new[sl]
-        moved_to_post = zone & p & (ws == 2)
-        moved_to_pre = zone & q & (ws == 1)
-        n_sl[moved_to_post] = L[f"{side}_postcentral"]
-        n_sl[moved_to_pre] = L[f"{side}_precentral"]
-        rec[side] = {"contrast": float(contrast), "to_post": int(moved_to_post.sum()), "to_pre": int(moved_to_pre.sum())}
-    anat.labels.array[...] = new
-    anat.info["sulcus_refine"] = rec
 
 
 def _check_sides(anat: Anatomy) -> None:
