@@ -284,6 +284,9 @@ def test_band_region_restricts_the_band():
     band = c.band.array > 0
     assert band.sum() > 50
     assert np.all(c.truth_regions.array[band] == 2)
+    br = c.params["band_regions"]
+    assert br["left"]["medial"] == br["left"]["lateral"] == br["right"]["lateral"] == 0
+    assert br["left"]["intermediate"] + br["right"]["intermediate"] == band.sum()
     assert (c.truth.array > 0).sum() > 1.5 * band.sum()    # truth stays the whole bank
 
 

@@ -50,7 +50,7 @@ from .phantom_anatomy import ANATOMY_VERSION, posterior_bank, template_model
 from .volume import Volume, grid_from
 
 #: Part of every cache key: bump when the simulation changes.
-CODE_VERSION = "phantom-9|" + ANATOMY_VERSION
+CODE_VERSION = "phantom-10|" + ANATOMY_VERSION
 
 # ------------------------------------------------------------------------------------------------
 # Tissue properties at 3 T.  chi: ppm relative to water/CSF (SI).  M0: water proton density
@@ -721,6 +721,10 @@ def generate_case(config: PhantomConfig | None = None, progress=None) -> Case:
         "expected_pattern": pattern, "nonspecific_diffuse": diffuse,
         "truth_voxels": {"left": int((truth == 1).sum()), "right": int((truth == 2).sum())},
         "band_voxels": {"left": int((band == 1).sum()), "right": int((band == 2).sum())},
+        # where the band is, per hemisphere and somatotopic region (voxel counts), for regional scores
+        "band_regions": {side: {rname: int(((band == h) & (truth_regions == code)).sum())
+                                for rname, code in REGION_CODES.items()}
+                         for h, side in ((1, "left"), (2, "right"))},
         "timings_s": times,
     }
     meta_img = {"echo_times_s": list(tes), "field_strength_t": cfg.field_strength_t, "handedness": cfg.handedness,
