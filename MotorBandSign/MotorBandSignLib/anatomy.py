@@ -79,10 +79,10 @@ class Anatomy:
         ``"atlas"``, ``"parcellation"`` or ``"segmentation"``.
     transform : SimpleITK transform or None
         Maps subject LPS points to template (MNI 2009a) LPS points (atlas route).
-    csf_prob : Volume (float32) or None
-        CSF prior warped from the template (atlas route).
+    csf_prob, wm_prob : Volume (float32) or None
+        CSF and white-matter priors warped from the template (atlas route).
     info : dict
-        Timings, registration stages, metric values.
+        Timings, registration stages, metric values (JSON-serialisable).
     """
 
     labels: Volume
@@ -93,6 +93,7 @@ class Anatomy:
     source: str = "atlas"
     transform: object | None = None
     csf_prob: Volume | None = None
+    wm_prob: Volume | None = None
     hand_knob_ras: dict | None = None
     info: dict = field(default_factory=dict)
 

@@ -325,8 +325,8 @@ def register_template(image: Volume, grid: Volume, brain_mask: Volume, *, subjec
     labels, gm, csf, wm = _warp_full(grid, brain_mask, total)
     info["t_total"] = time.perf_counter() - t0
     return Anatomy(labels=labels, gm_prob=gm, brain_mask=brain_mask, registration_quality=quality,
-                   warnings=warnings, source="atlas", transform=total, csf_prob=csf,
-                   info=dict(info, wm_prior=wm))
+                   warnings=warnings, source="atlas", transform=total, csf_prob=csf, wm_prob=wm,
+                   info=info)
 
 
 def _as_affine(t):

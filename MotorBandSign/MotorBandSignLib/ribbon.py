@@ -129,7 +129,7 @@ def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, contr
     lab = grid.array
     sp = grid.spacing_kji
     cortex = (anatomy.gm_prob.array >= gm_threshold) & (anatomy.brain_mask.array > 0)
-    wm_prior = anatomy.info.get("wm_prior") if isinstance(anatomy.info, dict) else None
+    wm_prior = getattr(anatomy, "wm_prob", None)
     out = np.zeros(grid.shape, np.uint8)
     depth = np.zeros(grid.shape, np.float32)
     for side in ("left", "right"):
