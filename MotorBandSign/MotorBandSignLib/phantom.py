@@ -28,6 +28,16 @@ demo) to keep CI fast: the signal model is voxel-wise with partial-volume tissue
 intravoxel dephasing is modelled analytically, so a finer grid would mostly add cost. For
 anisotropic or oblique acquisitions the physics runs at the smallest voxel dimension and the
 complex signal is averaged onto the coarser voxels.
+
+Fixtures (:data:`FIXTURES`, :func:`fixture`): bilateral, left, right, none, diffuse, veins,
+left_handed, siemens, oblique (1.2 x 1.2 x 2.5 mm, 18 deg about R-L), partial (top 60 mm),
+multiecho (TE 10/20/30 ms); 1.5 mm otherwise. Generation takes 3-12 s each on 2 cores (oblique
+the slowest), the 1 mm demo ~25-30 s; all are cached (``templates.cache_dir()/phantoms``).
+
+What the simulation does not do: no fat chemical shift, no coil sensitivity or multi-channel
+combination, no flow, no microstructure (WM anisotropy); sulcal CSF is nearly isointense to GM
+on the magnitude at TR 28 ms / flip 15 deg (long-T1 CSF is saturated), so the central sulcus shows
+through GM/WM geometry rather than as a bright line; the anatomy is the (smooth) 2009a average.
 """
 
 from __future__ import annotations
