@@ -108,6 +108,12 @@ def test_cli_run_and_measure(tmp_path, capsys):
     m2 = json.loads((out / "metrics.json").read_text())
     assert m2["hemispheres"]["left"]["measured"] is False
     assert m2["hemispheres"]["right"]["z_median"] == m["hemispheres"]["right"]["z_median"]
+    # The segmentation written by that re-measure reads back as the same ribbon (segment names).
+    seg_copy = tmp_path / "edited.seg.nrrd"
+    seg_copy.write_bytes((out / "ribbon.seg.nrrd").read_bytes())
+    assert cli.main(["measure", "--out", str(out), "--ribbon", str(seg_copy), "--no-scene"]) == 0
+    m3 = json.loads((out / "metrics.json").read_text())
+    assert m3["hemispheres"] == m2["hemispheres"]
 
 
 def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path, capsys):
