@@ -696,23 +696,23 @@ def test_missing_unittest_registration_is_caught(broken):
 
 
 def test_missing_extension_field_is_caught(broken):
-    text = (broken / "CMakeLists.txt").read_text()
-    (broken / "CMakeLists.txt").write_text(re.sub(r"set\(EXTENSION_ICONURL [^\n]*\n", "", text))
+    text = (broken / "CMakeLists.txt").read_text(encoding="utf-8")
+    (broken / "CMakeLists.txt").write_text(re.sub(r"set\(EXTENSION_ICONURL [^\n]*\n", "", text), encoding="utf-8")
     assert check_extension_cmake(broken) == ["CMakeLists.txt: EXTENSION_ICONURL is not set"]
 
 
 def test_qt_import_in_library_is_caught(broken):
     p = broken / MODULE / "MotorBandSignLib" / "scoring.py"
-    p.write_text(p.read_text() + "\nimport qt\n")
+    p.write_text(p.read_text(encoding="utf-8") + "\nimport qt\n", encoding="utf-8")
     problems = check_lib_imports(broken)
     assert len(problems) == 1 and problems[0].startswith("MotorBandSignLib/scoring.py:") and "imports qt" in problems[0]
 
 
 def test_app_only_slicer_use_in_library_is_caught(broken):
     p = broken / MODULE / "MotorBandSignLib" / "mrml.py"
-    p.write_text(p.read_text() + "\n\ndef _bad():\n    return slicer.modules.volumes.logic()\n")
+    p.write_text(p.read_text(encoding="utf-8") + "\n\ndef _bad():\n    return slicer.modules.volumes.logic()\n", encoding="utf-8")
     q = broken / MODULE / "MotorBandSignLib" / "slicer_logic.py"
-    q.write_text(q.read_text() + "\nfrom slicer.util import loadUI\n")
+    q.write_text(q.read_text(encoding="utf-8") + "\nfrom slicer.util import loadUI\n", encoding="utf-8")
     problems = check_lib_imports(broken)
     assert any(p.startswith("MotorBandSignLib/mrml.py:") and "uses slicer.modules" in p for p in problems)
     assert any(p.startswith("MotorBandSignLib/slicer_logic.py:") and "imports slicer.util.loadUI" in p for p in problems)
@@ -721,7 +721,7 @@ def test_app_only_slicer_use_in_library_is_caught(broken):
 
 def test_vtk_outside_adapter_is_caught(broken):
     p = broken / MODULE / "MotorBandSignLib" / "heatmap.py"
-    p.write_text("import vtk\n" + p.read_text())
+    p.write_text("import vtk\n" + p.read_text(encoding="utf-8"), encoding="utf-8")
     assert check_lib_imports(broken) == [
         "MotorBandSignLib/heatmap.py:1: imports vtk; only mrml.py may touch MRML/VTK"]
 

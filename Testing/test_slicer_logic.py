@@ -33,7 +33,7 @@ def test_parameter_specs_cover_every_field_with_resolved_defaults():
     assert by_name["handedness"].choices == tuple(HANDEDNESS)
     assert by_name["echo_times"].gui_type is str and by_name["echo_times"].kind == "text-tuple"
     assert by_name["softplus"].gui_type is bool
-    for name in ("mask_power", "mip_slab_mm", "bank_depth_mm", "z_threshold", "band_z"):
+    for name in ("mask_power", "mip_slab_mm", "bank_depth_mm", "z_threshold", "band_z", "diffuse_ratio"):
         assert by_name[name].gui_type is float and by_name[name].default == pytest.approx(getattr(resolved, name))
     assert by_name["homodyne_window"].gui_type is int and by_name["homodyne_window"].default == resolved.homodyne_window
     assert by_name["highpass"].default == resolved.highpass and by_name["highpass"].choices
