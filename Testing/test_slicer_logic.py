@@ -38,6 +38,11 @@ def test_parameter_specs_cover_every_field_with_resolved_defaults():
     assert by_name["homodyne_window"].gui_type is int and by_name["homodyne_window"].default == resolved.homodyne_window
     assert by_name["highpass"].default == resolved.highpass and by_name["highpass"].choices
     assert by_name["labels"].kind == "optional-text" and by_name["labels"].default == ""
+    # what @parameterNodeWrapper needs: a default of the declared type, inside its Choice
+    for spec in specs:
+        assert type(spec.default) is spec.gui_type, spec
+        assert spec.choices is None or spec.default in spec.choices, spec
+    assert set(slicer_logic.NODE_PARAMETERS).isdisjoint(by_name)
 
 
 def test_gui_values_round_trip():
