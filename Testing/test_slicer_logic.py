@@ -37,6 +37,9 @@ def test_parameter_specs_cover_every_field_with_resolved_defaults():
         assert by_name[name].gui_type is float and by_name[name].default == pytest.approx(getattr(resolved, name))
     assert by_name["homodyne_window"].gui_type is int and by_name["homodyne_window"].default == resolved.homodyne_window
     assert by_name["highpass"].default == resolved.highpass and by_name["highpass"].choices
+    from MotorBandSignLib import swi
+
+    assert by_name["unwrap_method"].choices == tuple(swi.UNWRAP_METHODS)
     assert by_name["labels"].kind == "optional-text" and by_name["labels"].default == ""
     # what @parameterNodeWrapper needs: a default of the declared type, inside its Choice
     for spec in specs:

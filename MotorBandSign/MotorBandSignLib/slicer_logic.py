@@ -50,6 +50,10 @@ def _choices() -> dict:
         values = getattr(params_mod, const, None)
         if values:
             out[name] = tuple(values)
+    from . import swi
+
+    if getattr(swi, "UNWRAP_METHODS", None):
+        out["unwrap_method"] = tuple(swi.UNWRAP_METHODS)
     return out
 
 
