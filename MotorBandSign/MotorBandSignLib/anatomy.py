@@ -105,6 +105,15 @@ class Anatomy:
 
         return transform_points(self.transform, ras_points)
 
+    def template_ras_of_voxels(self, grid: Volume, kji: np.ndarray) -> np.ndarray | None:
+        """MNI 2009a RAS coordinates of voxels ``kji`` (N, 3) of ``grid`` (vectorised: one
+        displacement field over their bounding box), or None without a transform."""
+        if self.transform is None:
+            return None
+        from .registration import transform_voxels
+
+        return transform_voxels(self.transform, grid, kji)
+
 
 # ----------------------------------------------------------------------------------------------
 # input checks
@@ -221,7 +230,7 @@ def brain_mask(magnitude: Volume, *, spacing_mm: float = MASK_SPACING_MM,
         raise InputError(
             f"magnitude '{magnitude.name}': no brain found -- the largest object is {vol_ml:.0f} mL "
             f"(need >= {min_volume_ml:g} mL). Check the series or give a brain mask.")
-    m_small = small.__class__(sitk.GetImageFromArray(grow.astype(np.float32)))
+    m_small = sitk.GetImageFromArray(grow.astype(np.float32))
     m_small.CopyInformation(small)
     back = sitk.Resample(m_small, img, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     mask = (sitk.GetArrayFromImage(back) >= 0.5).astype(np.uint8)
@@ -320,11 +329,8 @@ def localize(magnitude: Volume, brain_mask: Volume | None = None, *, t1: Volume 
 def _check_sides(anat: Anatomy) -> None:
     """Warn if the 'left' labels do not lie at smaller RAS x than the 'right' labels."""
     lab = anat.labels.array
-    if anat.source == "segmentation":
-        pairs = [(1, 2), (3, 4)]
-    else:
-        pairs = [(1, 2), (3, 4)]
-    for l, r in pairs:
+    # (1, 2) and (3, 4) are left/right pairs both in REGION_LABELS and in ribbon labels
+    for l, r in ((1, 2), (3, 4)):
         zl, zr = np.argwhere(lab == l), np.argwhere(lab == r)
         if len(zl) and len(zr):
             xl = anat.labels.ras_of_ijk(zl[:, ::-1].mean(0))[0]
@@ -353,10 +359,6 @@ def _check_hand_knob(anat: Anatomy, hand_knob_ras: dict) -> None:
             anat.warnings.append(
                 f"The {side} hand-knob point is {d:.0f} mm from the {side} precentral cortex found: the "
                 "localisation may be wrong (or the point misplaced). Check the ribbon and edit it if needed.")
-        px = float(p[0])
-        if (side == "left" and px > 0 + 30) or (side == "right" and px < -30):
-            anat.warnings.append(f"The {side} hand-knob point has RAS x = {px:.0f} mm, on the other side of the "
-                                 "head: left is negative x (patient's left).")
 
 
 # ----------------------------------------------------------------------------------------------

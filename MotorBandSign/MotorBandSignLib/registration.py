@@ -109,6 +109,29 @@ def transform_points(transform, ras_points) -> np.ndarray:
     return out
 
 
+def transform_voxels(transform, grid: Volume, kji) -> np.ndarray:
+    """Apply a subject->template transform to voxels ``kji`` (N, 3) of ``grid``; template RAS.
+
+    Samples the transform as a displacement field over the voxels' bounding box in one call
+    (far faster than point by point for the ~10^5 voxels of a ribbon).
+    """
+    import SimpleITK as sitk
+
+    kji = np.asarray(kji, int)
+    if not len(kji):
+        return np.zeros((0, 3))
+    lo, hi = kji.min(0), kji.max(0) + 1
+    m4 = grid.ijk_to_ras.copy()
+    m4[:3, 3] = grid.ras_of_ijk(lo[::-1].astype(float))
+    ref = Volume(np.zeros(tuple(hi - lo), np.uint8), m4, "crop").to_sitk()
+    df = sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, ref.GetSize(), ref.GetOrigin(),
+                                           ref.GetSpacing(), ref.GetDirection())
+    disp = sitk.GetArrayViewFromImage(df)[tuple((kji - lo).T)]
+    ras = grid.ras_of_ijk(kji[:, ::-1].astype(float))
+    lps = ras * [-1, -1, 1] + disp
+    return lps * [-1, -1, 1]
+
+
 def _mask_points_ras(mask_img):
     """RAS coordinates of the non-zero voxels of a SimpleITK mask."""
     import SimpleITK as sitk

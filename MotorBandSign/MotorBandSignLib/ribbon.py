@@ -166,9 +166,6 @@ def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, contr
         sel = o > 0
         dv[sel] = np.minimum(dep[sel], 99.0)
     labels = grid.with_array(out, "ribbon")
-    for v, name in SEGMENT_NAMES.items():
-        if v in (1, 2) and not (out == v).any():
-            continue
     regions = regions_for(labels, anatomy, hand_knob_ras=hk)
     info = {"voxels": {SEGMENT_NAMES[v]: int((out == v).sum()) for v in SEGMENT_NAMES},
             "bank_depth_mm": bank_depth_mm, "control_gap_mm": control_gap_mm}
@@ -259,7 +256,7 @@ def regions_for(labels: Volume, anatomy=None, *, hand_knob_ras: dict | None = No
     lab_all = arr[tuple(kji_all.T)]
     half_deg = 0.5 * (REGION_THETA_DEG[1] - REGION_THETA_DEG[0])
     if transform is not None:
-        th = _theta(anatomy.template_ras(ras_all))
+        th = _theta(anatomy.template_ras_of_voxels(labels, kji_all))
         for side in ("left", "right"):
             sel = np.isin(lab_all, (_BANK[side], _CTRL[side]))
             if not sel.any():
