@@ -239,6 +239,9 @@ def brain_mask(magnitude: Volume, *, spacing_mm: float = MASK_SPACING_MM,
     return out
 
 
+_compute_brain_mask = brain_mask  # localize() takes a parameter of the same name
+
+
 def _fill_holes(m: np.ndarray) -> np.ndarray:
     """3D hole fill, then 2D per axial-ish slice of every axis (a slab's open ends defeat 3D fill)."""
     m = ndimage.binary_fill_holes(m)
@@ -305,7 +308,7 @@ def localize(magnitude: Volume, brain_mask: Volume | None = None, *, t1: Volume 
     a = _magnitude_array(magnitude)
     if brain_mask is None:
         report(0.0, "brain mask")
-        brain_mask = globals()["brain_mask"](magnitude)
+        brain_mask = _compute_brain_mask(magnitude)
     else:
         magnitude.require_same_grid(brain_mask)
         if not np.any(brain_mask.array):
