@@ -32,7 +32,9 @@ def flip_ij(vol: Volume) -> Volume:
 def run_atlas(magnitude: Volume):
     t0 = time.perf_counter()
     mask = anatomy.brain_mask(magnitude)
-    anat = anatomy.localize(magnitude, mask)
+    calls = []
+    anat = anatomy.localize(magnitude, mask, progress=lambda f, m: calls.append((f, m)))
+    anat.info["progress_calls"] = calls
     rib = ribbon.build_ribbon(anat)
     return anat, rib, time.perf_counter() - t0
 
@@ -132,6 +134,26 @@ def test_anatomy_result_fields(localized):
     # the template's precentral labels land on the subject's precentral gyrus
     for v in (1, 2, 3, 4):
         assert dice(anat.labels.array == v, case.anatomy.array == v) > 0.8
+
+
+def test_progress_is_reported(localized):
+    _, anat, _, _ = localized("bilateral")
+    f = [c[0] for c in anat.info["progress_calls"]]
+    assert len(f) >= 4 and f == sorted(f) and f[-1] == 1.0
+    assert all(isinstance(c[1], str) and c[1] for c in anat.info["progress_calls"])
+
+
+def test_hand_knob_centres_intermediate_on_template_route(localized):
+    case, anat, rib, _ = localized("bilateral")
+    lab = rib.labels
+    kji = np.argwhere(lab.array == 1)
+    ras = lab.ras_of_ijk(kji[:, ::-1])
+    top = ras[np.argmax(ras[:, 2])]                  # vertex end of the left bank: normally medial
+    assert rib.regions.array[tuple(kji[np.argmax(ras[:, 2])])] == 1
+    reg = ribbon.regions_for(lab, anat, hand_knob_ras={"left": tuple(top)})
+    assert reg.array[tuple(kji[np.argmax(ras[:, 2])])] == 2
+    # the right side is untouched by a left-only point
+    np.testing.assert_array_equal(reg.array[lab.array == 2], rib.regions.array[lab.array == 2])
 
 
 def test_ribbon_geometry(localized):
