@@ -35,7 +35,7 @@ from scipy import ndimage
 
 from . import templates
 from .errors import InputError
-from .volume import LPS_TO_RAS, Volume
+from .volume import Volume
 
 #: Registration grid spacing (mm) for the global stages. 2 mm keeps a whole brain at ~100^3
 #: voxels; the cortical ribbon is resolved by the final warp at full resolution.
@@ -48,9 +48,11 @@ LOCAL_SPACING_MM = 1.5
 DEMONS_SIGMA_MM = 3.0
 #: Mattes MI histogram bins (50 is ITK's example default; 32 suits ~10^5 samples).
 MI_BINS = 32
-#: Fraction of fixed-mask voxels sampled per metric evaluation (random, fixed seed => repeatable).
+#: Fraction of fixed-mask voxels sampled per metric evaluation (random, fixed seed => repeatable):
+#: ~30,000 samples for a whole brain at 2 mm, ~30 per cell of the 32 x 32 joint histogram.
 SAMPLING_FRACTION = 0.1
-#: Height (mm) of the top of the brain used to centre the initial translation.
+#: Height (mm) of the top of the brain used to centre the initial translation: the part any SWI
+#: slab over the motor strip covers (the case report's slabs cover the top ~60 mm).
 TOP_SLAB_MM = 40.0
 #: A brain mask taller than this (mm, along superior) is treated as whole-brain coverage (adult
 #: brain height ~110-120 mm); shorter masks are slabs and get a similarity (not affine) stage.
