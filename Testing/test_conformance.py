@@ -676,7 +676,7 @@ def test_missing_cmake_entry_is_caught(broken):
 
 
 def test_new_unlisted_files_are_caught(broken):
-    (broken / MODULE / "MotorBandSignLib" / "newstep.py").write_text("X = 1\n")
+    (broken / MODULE / "MotorBandSignLib" / "newstep.py").write_text("X = 1\n", encoding="utf-8")
     (broken / MODULE / "Resources" / "Icons" / "Extra.png").write_bytes(b"\x89PNG")
     problems = check_cmake_lists(broken)
     assert "MotorBandSign/CMakeLists.txt: MotorBandSignLib/newstep.py is not listed in MODULE_PYTHON_SCRIPTS" in problems

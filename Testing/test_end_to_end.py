@@ -92,7 +92,7 @@ def test_cli_run_and_measure(tmp_path, capsys):
     for f in ("swi.nii.gz", "mip.nii.gz", "phase_hp.nii.gz", "ribbon.nii.gz", "ribbon.seg.nrrd", "heatmap.nii.gz",
               "metrics.json", "report.html", "scene.mrb"):
         assert f in names
-    m = json.loads((out / "metrics.json").read_text())
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert m["pattern"] == "left"
     for key in ("nonspecific_diffuse", "laterality_index", "warnings", "parameters", "versions", "timings_s"):
         assert key in m
@@ -105,14 +105,14 @@ def test_cli_run_and_measure(tmp_path, capsys):
     edited[edited == 1] = 0
     io.write_volume(rib, tmp_path / "edited.nii.gz", edited.astype(np.uint8))
     assert cli.main(["measure", "--out", str(out), "--ribbon", str(tmp_path / "edited.nii.gz"), "--no-scene"]) == 0
-    m2 = json.loads((out / "metrics.json").read_text())
+    m2 = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert m2["hemispheres"]["left"]["measured"] is False
     assert m2["hemispheres"]["right"]["z_median"] == m["hemispheres"]["right"]["z_median"]
     # The segmentation written by that re-measure reads back as the same ribbon (segment names).
     seg_copy = tmp_path / "edited.seg.nrrd"
     seg_copy.write_bytes((out / "ribbon.seg.nrrd").read_bytes())
     assert cli.main(["measure", "--out", str(out), "--ribbon", str(seg_copy), "--no-scene"]) == 0
-    m3 = json.loads((out / "metrics.json").read_text())
+    m3 = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert m3["hemispheres"] == m2["hemispheres"]
 
 

@@ -325,7 +325,7 @@ def test_cache_round_trip_and_write_case(tmp_path):
     ph = sitk.ReadImage(paths["phase"])
     assert ph.GetDimension() == 4 and ph.GetPixelID() == sitk.sitkInt16
     assert np.array_equal(sitk.GetArrayFromImage(ph), c.phase.array.astype(np.int16))
-    info = json.loads((tmp_path / "out" / "case.json").read_text())
+    info = json.loads((tmp_path / "out" / "case.json").read_text(encoding="utf-8"))
     assert info["expected_pattern"] == "bilateral" and info["phase_units"] == "siemens"
 
 

@@ -9,11 +9,11 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _blocks():
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
 
 
 def test_readme_quick_start_is_two_make_commands():
-    text = README.read_text()
+    text = README.read_text(encoding="utf-8")
     quick = text.split("## Quick start", 1)[1].split("##", 1)[0]
     cmds = re.findall(r"```\n(.*?)```", quick, flags=re.S)[0].split()
     assert cmds == ["make", "demo", "make", "test"]

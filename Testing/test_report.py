@@ -326,7 +326,7 @@ def test_failed_render_creates_nothing(tmp_path, monkeypatch):
     target.write_text("previous report")
     with pytest.raises(RuntimeError):
         report.write_report(make_result(), target)
-    assert target.read_text() == "previous report" and os.listdir(tmp_path) == ["report.html"]
+    assert target.read_text(encoding="utf-8") == "previous report" and os.listdir(tmp_path) == ["report.html"]
 
 
 def test_failed_write_leaves_no_temp(tmp_path, monkeypatch):
@@ -372,7 +372,7 @@ def test_empty_ribbon_still_reports(tmp_path):
                                                          res.heatmap.with_array(zz), metrics)
     levels = report.choose_levels(res.ribbon, 0)
     assert levels == [(SHAPE[0] // 2, "middle of the volume (no ribbon)")]
-    text = report.write_report(res, tmp_path / "r.html").read_text()
+    text = report.write_report(res, tmp_path / "r.html").read_text(encoding="utf-8")
     p = parse(text)
     assert p.errors == [] and text.count("data:image/png;base64,") == 1 + 2
     body = "".join(p.text)

@@ -122,7 +122,7 @@ def load_result(out_dir):
     params = Parameters(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in pd.items()})
     vols = {n: io.read_volume(d / f"{n}.nii.gz", what=n) for n in
             ("swi", "mip", "phase_hp", "magnitude", "ribbon", "regions", "heatmap", "heatmap_magnitude")}
-    metrics = json.loads((d / "metrics.json").read_text())
+    metrics = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
     brain = vols["swi"].with_array(st["brain"].astype(np.uint8), "Brain mask")
     return Result(
         swi=vols["swi"], mip=vols["mip"], phase_hp=vols["phase_hp"], magnitude=vols["magnitude"], brain_mask=brain,
