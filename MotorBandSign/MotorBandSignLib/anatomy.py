@@ -429,7 +429,7 @@ def read_label_table(table) -> dict:
         raise InputError(f"label table '{table}': no such preset or file. Use 'freesurfer', 'synthseg', "
                          "'ribbon', a dict name -> value, or a CSV file with 'value,name' rows.")
     out = {}
-    text = p.read_text(errors="replace").splitlines()
+    text = p.read_text(encoding="utf-8", errors="replace").splitlines()
     for line in text:
         line = line.strip()
         if not line or line.startswith("#"):
