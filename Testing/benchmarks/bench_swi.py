@@ -299,7 +299,10 @@ def main(argv=None) -> int:
                     help="volume size IxJxK (default 448x448x144; CI: 128x128x48)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--evidence", action="store_true", help="compare the high-pass routes on a synthetic head")
+    ap.add_argument("--quick", action="store_true", help="reduced form for CI: 128x128x48, one repeat")
     a = ap.parse_args(argv)
+    if a.quick:
+        a.size, a.repeats = parse_size("128x128x48"), 1
     if a.evidence:
         _print_evidence(summarize(evidence()))
         return 0

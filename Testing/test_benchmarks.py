@@ -1,0 +1,62 @@
+"""The benchmarks in their reduced form (CI runs these; `make bench` runs the full forms).
+
+Tests do not time things: these check that each benchmark runs and that what it measures
+(Dice, detection calls, patterns) is right in the reduced form; the printed times and ratios
+are for people to read.
+"""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_bench_swi_quick_prints_ratios_to_the_fft_floor(capsys):
+    assert _load("bench_swi").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"homodyne", out) and re.search(r"unwrap", out)
+    assert re.search(r"peak memory homodyne: [0-9.]+ x input", out)
+
+
+@pytest.mark.slow
+def test_bench_ribbon_quick_dice(capsys):
+    assert _load("bench_ribbon").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = [l.split() for l in out.splitlines() if l and l.split()[0] in ("bilateral", "oblique", "partial")]
+    assert len(rows) == 3
+    for r in rows:
+        # Dice L and R (columns 4 and 5): issue 6 asks >= 0.6 (1 mm) and >= 0.5 (oblique).
+        assert float(r[3]) >= 0.5 and float(r[4]) >= 0.5, r
+
+
+@pytest.mark.slow
+def test_bench_detection_quick(capsys):
+    mod = _load("bench_detection")
+    assert mod.roc_auc([3, 4], [0, 1]) == 1.0 and mod.roc_auc([1], [1]) == 0.5
+    assert mod.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = [l.split() for l in out.splitlines() if re.match(r"\s*0\.0[58]0 ", l)]
+    assert len(rows) == 2
+    for dchi, sens, spec, auc, pattern, dice, _ in rows:
+        # One seed per scenario: every hemisphere call and every pattern must be right.
+        assert float(spec) == 1.0 and float(sens) == 1.0 and float(pattern) == 1.0, out
+        assert float(auc) == 1.0 and float(dice) >= 0.5
+
+
+@pytest.mark.slow
+def test_bench_pipeline_quick(capsys):
+    assert _load("bench_pipeline").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "pattern bilateral" in out
+    assert re.search(r"total [0-9.]+ s; ratio to the 90 s target [0-9.]+", out)
