@@ -704,12 +704,9 @@ def _finish(tmp: str, p: Path, ok, what: str):
     return p
 
 
-def write_volume_node(node, path):
-    """Write a volume node to .nii / .nii.gz / .nrrd atomically; returns the path."""
-    if node is None or not node.IsA("vtkMRMLVolumeNode"):
-        raise InputError(f"cannot write {path}: no volume node given.")
-    p, tmp = _atomic_target(path, WRITE_VOLUME_EXTENSIONS, "volume")
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+def _write_with_storage(storage, node, path, extensions: tuple, what: str):
+    """Write ``node`` through a storage node to a temp file beside ``path``, then rename."""
+    p, tmp = _atomic_target(path, extensions, what)
     storage.SetFileName(tmp)
     storage.SetUseCompression(1)
     try:
@@ -717,23 +714,23 @@ def write_volume_node(node, path):
     except Exception:
         _discard(tmp)
         raise
-    return _finish(tmp, p, ok, f"volume {_node_label(node)}")
+    return _finish(tmp, p, ok, f"{what} {_node_label(node)}")
+
+
+def write_volume_node(node, path):
+    """Write a volume node to .nii / .nii.gz / .nrrd atomically; returns the path."""
+    if node is None or not node.IsA("vtkMRMLVolumeNode"):
+        raise InputError(f"cannot write {path}: no volume node given.")
+    return _write_with_storage(slicer.vtkMRMLVolumeArchetypeStorageNode(), node, path,
+                               WRITE_VOLUME_EXTENSIONS, "volume")
 
 
 def write_segmentation(seg_node, path):
     """Write a segmentation node to a .seg.nrrd file atomically; returns the path."""
     if seg_node is None or not seg_node.IsA("vtkMRMLSegmentationNode"):
         raise InputError(f"cannot write {path}: no segmentation node given.")
-    p, tmp = _atomic_target(path, (".seg.nrrd",), "segmentation")
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    storage.SetFileName(tmp)
-    storage.SetUseCompression(1)
-    try:
-        ok = storage.WriteData(seg_node)
-    except Exception:
-        _discard(tmp)
-        raise
-    return _finish(tmp, p, ok, f"segmentation {_node_label(seg_node)}")
+    return _write_with_storage(slicer.vtkMRMLSegmentationStorageNode(), seg_node, path,
+                               (".seg.nrrd",), "segmentation")
 
 
 def write_mrb(scene, path):

@@ -295,16 +295,10 @@ def register_template(image: Volume, grid: Volume, brain_mask: Volume, *, subjec
 
     # 3. similarity (slab) or affine (whole brain)
     _log(progress, 0.25, "affine registration" if whole else "similarity registration")
-    if whole:
-        lin = sitk.AffineTransform(3)
-        lin.SetCenter(rigid.GetCenter())
-        lin.SetMatrix(rigid.GetMatrix())
-        lin.SetTranslation(rigid.GetTranslation())
-    else:
-        lin = sitk.Similarity3DTransform()
-        lin.SetCenter(rigid.GetCenter())
-        lin.SetMatrix(rigid.GetMatrix())
-        lin.SetTranslation(rigid.GetTranslation())
+    lin = sitk.AffineTransform(3) if whole else sitk.Similarity3DTransform()
+    lin.SetCenter(rigid.GetCenter())
+    lin.SetMatrix(rigid.GetMatrix())
+    lin.SetTranslation(rigid.GetTranslation())
     reg = _registration_method(reg_mask, [2, 1], [2.0 * reg_spacing_mm, reg_spacing_mm])
     reg.SetOptimizerAsRegularStepGradientDescent(1.0, 1e-3, 80, relaxationFactor=0.5,
                                                  gradientMagnitudeTolerance=1e-6)
