@@ -169,3 +169,21 @@ def test_complex_from_real_imag():
     bad[0, 0, 0] = np.inf
     with pytest.raises(InputError, match="Imaginary image contains NaN or infinite"):
         complex_from_real_imag(re, bad)
+
+
+def test_constant_phase_is_refused():
+    with pytest.raises(InputError, match=r"Phase image is constant \(every voxel 0\).*Select the phase series"):
+        to_radians(np.zeros((4, 5, 6), np.float32))
+
+
+def test_milliradian_integers_are_not_taken_for_siemens():
+    rng = np.random.default_rng(3)
+    rad = rng.uniform(-np.pi, np.pi, (8, 16, 16))
+    mrad = np.round(rad * 1000).astype(np.int16)  # -3142..3141
+    out, detected, warnings = to_radians(mrad)
+    assert detected == "rescaled" and warnings and "guessed" in warnings[0]
+    # Rescaling the full range to one turn recovers the radians to the rounding step.
+    assert np.max(np.abs(np.angle(np.exp(1j * (out - rad))))) < 5e-3
+    # A real dcm2niix Siemens image (even values -4096..4094) is still recognised.
+    sie = (np.round((rad + np.pi) / (2 * np.pi) * 4095) * 2 - 4096).astype(np.int16)
+    assert to_radians(sie)[1] == "siemens"

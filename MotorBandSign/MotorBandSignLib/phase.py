@@ -32,6 +32,10 @@ HANDEDNESS = ("right", "left")
 
 #: Number of phase levels of Siemens' 12-bit phase images (0..4095; BRIEF.md).
 SIEMENS_LEVELS = 4096
+#: Share of the stored range a Siemens phase image must span (its 0.1-99.9 percentiles) to be
+#: recognised: noise in air and wraps make real phase images fill their range uniformly
+#: (phase of pure noise is uniform on [-pi, pi): Gudbjartsson & Patz 1995, MRM 34:910).
+SIEMENS_FILL = 0.9
 
 #: Percentiles used for the robust range (per cent). A few stray voxels (interpolation,
 #: corrupt pixels) must not decide the units, so detection looks at the 0.1..99.9 % range and
@@ -166,6 +170,10 @@ def to_radians(phase, units: str = "auto"):
     # ---- auto -------------------------------------------------------------------------------
     s = _sample(arr).astype(np.float64)
     lo_all, hi_all = float(arr.min()), float(arr.max())
+    if hi_all == lo_all:
+        raise InputError(
+            f"Phase image is constant (every voxel {lo_all:g}): there is no phase information. "
+            "Select the phase series of the acquisition (not the magnitude, a mask or an empty image).")
     p_lo, p_hi = (float(v) for v in np.percentile(s, _ROBUST_PERCENTILES))
     span = p_hi - p_lo
     integer_valued = arr.dtype.kind in "iu" or bool(np.all(np.mod(s, 1.0) == 0.0))
@@ -199,11 +207,15 @@ def to_radians(phase, units: str = "auto"):
         return _wrap_inplace(out), "degrees", warnings
 
     # 3. Siemens integers.
+    # A real phase image fills nearly the whole stored range (noise in air wraps everywhere), so
+    # a narrower integer range (e.g. milliradians, -3142..3141) is not taken for Siemens; the
+    # signed dcm2niix form (slope 2, intercept -4096) holds even numbers only.
     if integer_valued:
-        if lo_all >= 0 and hi_all <= SIEMENS_LEVELS - 1 and span >= SIEMENS_LEVELS / 2:
+        if lo_all >= 0 and hi_all <= SIEMENS_LEVELS - 1 and span >= SIEMENS_FILL * SIEMENS_LEVELS:
             out, _ = _siemens_to_radians(arr)
             return out, "siemens", warnings
-        if lo_all < 0 and lo_all >= -SIEMENS_LEVELS and hi_all <= SIEMENS_LEVELS - 1 and span >= SIEMENS_LEVELS:
+        if (lo_all < 0 and lo_all >= -SIEMENS_LEVELS and hi_all <= SIEMENS_LEVELS - 1
+                and span >= SIEMENS_FILL * 2 * SIEMENS_LEVELS and bool(np.all(np.mod(s, 2.0) == 0.0))):
             out, _ = _siemens_to_radians(arr)
             return out, "siemens", warnings
 
