@@ -57,8 +57,15 @@ def test_diffuse_ageing_is_flagged_not_called_a_band():
 def test_left_handed_phase_with_handedness_left_gives_the_same_call():
     _, right = _run("bilateral")
     case, left = _run("left_handed", handedness="left")
-    assert left.metrics["pattern"] == case.expected_pattern == "bilateral"
+    assert left.metrics["pattern"] == right.metrics["pattern"] == case.expected_pattern == "bilateral"
     assert left.qc["handedness"] == "left"
+    assert not any("phase sign looks reversed" in w for w in left.warnings + right.warnings)
+    # The wrong convention is noticed (deep grey nuclei) and weakens the SWI band contrast.
+    _, wrong = _run("left_handed", handedness="right")
+    assert any("phase sign looks reversed" in w for w in wrong.warnings)
+    assert wrong.qc["deep_grey_phase_rad"] > 0 > left.qc["deep_grey_phase_rad"]
+    for side in ("left", "right"):
+        assert wrong.metrics["hemispheres"][side]["z_median"] < left.metrics["hemispheres"][side]["z_median"]
 
 
 def test_siemens_integers_give_the_same_call_as_radians():

@@ -75,9 +75,13 @@ def write_outputs(result, out_dir, *, with_scene: bool = True, progress=None) ->
         if stale.exists():
             stale.unlink()
         for name in OUTPUT_FILES:
-            src = tmp / name
-            if src.exists() and name != "metrics.json":
-                os.replace(src, out / name)
+            src, dst = tmp / name, out / name
+            if name == "metrics.json":
+                continue
+            if src.exists():
+                os.replace(src, dst)
+            elif dst.exists():
+                dst.unlink()  # e.g. an old scene.mrb when this run writes none
         os.replace(tmp / "metrics.json", out / "metrics.json")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -97,6 +101,8 @@ def save_state(result, path: Path) -> None:
         arrays["gm_prob"] = result.gm_prob.astype(np.float16)
     if result.wm_prob is not None:
         arrays["wm_prob"] = result.wm_prob.astype(np.float16)
+    if result.depth is not None:
+        arrays["depth"] = result.depth.astype(np.float32)
     side = {"params": result.params.to_dict(), "qc": result.qc, "timings": result.timings,
             "warnings": result.warnings}
     arrays["json"] = np.frombuffer(json.dumps(side, default=_json_default).encode(), dtype=np.uint8)
@@ -132,7 +138,8 @@ def load_result(out_dir):
         warnings=side["warnings"], params=params, anatomy=None, qc=side["qc"], timings=side["timings"],
         swi_corrected=st["swi_corrected"], magnitude_corrected=st["magnitude_corrected"],
         gm_prob=st["gm_prob"].astype(np.float32) if "gm_prob" in st else None,
-        wm_prob=st["wm_prob"].astype(np.float32) if "wm_prob" in st else None)
+        wm_prob=st["wm_prob"].astype(np.float32) if "wm_prob" in st else None,
+        depth=st.get("depth"))
 
 
 def read_ribbon(path, reference: Volume) -> Volume:
@@ -148,6 +155,8 @@ def read_ribbon(path, reference: Volume) -> Volume:
 
         names_to_values = {name: value for value, name in ribbon_mod.SEGMENT_NAMES.items()}
         return mrml.labels_from_segmentation_file(p, reference, names_to_values)
+    from .pipeline import checked_ribbon_labels
+
     v = io.read_volume(p, what="ribbon label volume")
     reference.require_same_grid(v)
-    return reference.with_array(np.rint(v.array).astype(np.uint8), "Ribbon")
+    return reference.with_array(checked_ribbon_labels(v.array, p.name), "Ribbon")

@@ -20,7 +20,7 @@ import scipy.fft as sfft
 GAMMA_BAR_HZ_PER_T = 42.577478e6
 
 
-def dipole_kernel(shape, spacing, b0_direction=(0.0, 0.0, 1.0)) -> np.ndarray:
+def dipole_kernel(shape, spacing, b0_direction=(1.0, 0.0, 0.0)) -> np.ndarray:
     """Lorentz-corrected unit dipole kernel in k-space, float32, FFT layout (no shift).
 
     Parameters

@@ -27,8 +27,18 @@ from .volume import Volume
 #: is too noisy for a reliable SWI mask (Haacke et al. 2004, MRM 52:612 used SNR well above 20;
 #: Rayleigh background statistics: Gudbjartsson & Patz 1995, MRM 34:910). Provisional.
 LOW_SNR = 15.0
-#: Juxtacortical white-matter reference: voxels this far (mm) beneath the control cortex.
+#: Juxtacortical white-matter reference: voxels 2-6 mm beneath the control cortex, i.e. past
+#: the cortex (2.5-3 mm thick in sensorimotor cortex, Fischl & Dale 2000, PNAS 97:11050) and
+#: within the superficial white matter under it, local enough to share the receive bias.
 WM_REFERENCE_MM = (2.0, 6.0)
+#: Labels of the iron-rich deep grey nuclei (caudate, putamen, pallidum) in templates.REGION_LABELS.
+DEEP_GREY_LABELS = (9, 10)
+#: Their high-passed phase is negative in right-handed data (paramagnetic iron: Haacke et al.
+#: 2004, MRM 52:612; pallidum/putamen +0.05..0.15 ppm, Langkammer et al. 2012, NeuroImage
+#: 62:1593). A positive median means the phase sign is probably the other convention; after
+#: the high-pass the nuclei keep only a few hundredths of a radian, so the check is on the sign.
+#: A warning only (provisional): it never changes the result.
+HANDEDNESS_CHECK_RAD = 0.0
 
 
 @dataclass
@@ -71,6 +81,53 @@ class Result:
     magnitude_corrected: np.ndarray | None = None
     gm_prob: np.ndarray | None = None
     wm_prob: np.ndarray | None = None
+    depth: np.ndarray | None = None
+
+
+def checked_ribbon_labels(array: np.ndarray, name: str) -> np.ndarray:
+    """Ribbon labels as uint8 after checking the values are 0..4 (before any cast wraps them)."""
+    a = np.asarray(array)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or not np.all(a == np.rint(a)):
+            raise InputError(f"ribbon '{name}' has non-integer values; expected labels 0..4 "
+                             "(1/2 left/right posterior bank, 3/4 left/right control cortex).")
+    values = np.unique(a)
+    unknown = [v.item() if hasattr(v, "item") else v for v in values if v not in (0, 1, 2, 3, 4)]
+    if unknown:
+        raise InputError(f"ribbon '{name}' has labels {unknown[:10]}; expected 0..4 "
+                         "(1/2 left/right posterior bank, 3/4 left/right control cortex).")
+    return a.astype(np.uint8)
+
+
+def _depth_for(ribbon: np.ndarray, depth: np.ndarray | None) -> np.ndarray | None:
+    """Cortical depth on every voxel of ``ribbon``: known values kept, voxels added by an edit
+    take the depth of the nearest voxel that had one."""
+    if depth is None:
+        return None
+    known = depth > 0
+    if not known.any():
+        return None
+    need = (ribbon > 0) & ~known
+    if not need.any():
+        return depth
+    _, idx = ndimage.distance_transform_edt(~known, return_indices=True)
+    out = depth.copy()
+    out[need] = depth[tuple(i[need] for i in idx)]
+    return out
+
+
+def _handedness_warning(phase_hp: np.ndarray, labels: np.ndarray, qc: dict) -> list:
+    """Check the phase sign in the deep grey nuclei (negative for right-handed data)."""
+    nuclei = np.isin(labels, DEEP_GREY_LABELS)
+    if nuclei.sum() < 50:
+        return []
+    med = float(np.median(phase_hp[nuclei]))
+    qc["deep_grey_phase_rad"] = round(med, 4)
+    if med > HANDEDNESS_CHECK_RAD:
+        return [f"The high-passed phase of the iron-rich deep grey nuclei is positive (median {med:+.3f} rad); "
+                "iron gives negative phase in right-handed data, so the phase sign looks reversed. If this is a "
+                "left-handed scanner (GE), set handedness to left; otherwise check the phase series."]
+    return []
 
 
 def _check(cancel):
@@ -160,7 +217,7 @@ def measure(result_like: dict, ribbon_vol: Volume, regions_vol: Volume, p: Param
     voxel_ml = float(np.prod(ribbon_vol.spacing)) / 1000.0
     metrics = scoring.score(result_like["swi_corrected"], z_swi, rib, reg, voxel_ml, z_mag=z_mag,
                             wm_reference=wm, z_threshold=p.z_threshold, band_z=p.band_z,
-                            diffuse_ratio=p.diffuse_ratio)
+                            diffuse_ratio=p.diffuse_ratio, spacing_kji=ribbon_vol.spacing_kji)
     # Height (RAS S) of the ribbon voxels only: the profiles need nothing else.
     superior = np.zeros(rib.shape, np.float32)
     kk, jj, ii = np.nonzero(rib)
@@ -242,8 +299,9 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
     anat = None
     if inputs.ribbon is not None:
         say(0.35, "Using the given ribbon segmentation")
-        rib_v = grid.with_array(inputs.ribbon.array.astype(np.uint8), "Ribbon")
+        rib_v = grid.with_array(checked_ribbon_labels(inputs.ribbon.array, inputs.ribbon.name), "Ribbon")
         reg_v = ribbon_mod.regions_for(rib_v, None)
+        depth = None
         qc["localisation"] = "segmentation"
     else:
         say(0.35, "Locating the precentral and postcentral gyri")
@@ -257,8 +315,11 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
         step("localisation")
         _check(cancel)
         say(0.78, "Building the posterior-bank ribbon")
-        rb = ribbon_mod.build_ribbon(anat, bank_depth_mm=p.bank_depth_mm)
+        rb = ribbon_mod.build_ribbon(anat, bank_depth_mm=p.bank_depth_mm, hand_knob_ras=inputs.hand_knob_ras)
         rib_v, reg_v = rb.labels, rb.regions
+        depth = rb.depth.array if rb.depth is not None else None
+        warnings.extend(rb.warnings)
+        warnings.extend(_handedness_warning(php_v.array, anat.labels.array, qc))
     step("ribbon")
     _check(cancel)
 
@@ -267,7 +328,7 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
     wm = getattr(anat, "wm_prob", None)
     swi_c = heatmap.bias_corrected(swi_v.array, brain, mag.spacing_kji)
     mag_c = heatmap.bias_corrected(mag_v.array, brain, mag.spacing_kji)
-    cache = {"swi_corrected": swi_c, "magnitude_corrected": mag_c, "brain": brain,
+    cache = {"swi_corrected": swi_c, "magnitude_corrected": mag_c, "brain": brain, "depth": depth,
              "gm_prob": gm.array if gm is not None else None, "wm_prob": wm.array if wm is not None else None}
     z_swi, z_mag, metrics = measure(cache, rib_v, reg_v, p)
     warnings.extend(_coverage_warnings(metrics))
@@ -280,7 +341,8 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
         ribbon=rib_v, regions=reg_v, heatmap=grid.with_array(z_swi, "Hypointensity z (SWI)"),
         heatmap_magnitude=grid.with_array(z_mag, "Hypointensity z (magnitude)"), metrics=metrics,
         warnings=warnings, params=p, anatomy=anat, qc=qc, timings=timings,
-        swi_corrected=swi_c, magnitude_corrected=mag_c, gm_prob=cache["gm_prob"], wm_prob=cache["wm_prob"])
+        swi_corrected=swi_c, magnitude_corrected=mag_c, gm_prob=cache["gm_prob"], wm_prob=cache["wm_prob"],
+        depth=depth)
 
 
 def _finish_metrics(metrics, warnings, p, qc, timings):
@@ -326,15 +388,13 @@ def remeasure(result: Result, ribbon_labels: Volume, params: Parameters | None =
     p = (params or result.params).resolved()
     result.swi.require_same_grid(ribbon_labels)
     t0 = time.perf_counter()
-    rib = ribbon_labels.array.astype(np.uint8)
-    unknown = sorted(set(np.unique(rib).tolist()) - {0, 1, 2, 3, 4})
-    if unknown:
-        raise InputError(f"ribbon '{ribbon_labels.name}' has labels {unknown}; expected 0..4 "
-                         "(1/2 left/right posterior bank, 3/4 left/right control cortex).")
+    rib = checked_ribbon_labels(ribbon_labels.array, ribbon_labels.name)
     rib_v = result.swi.with_array(rib, "Ribbon")
     reg_v = _edited_regions(result, rib_v, ribbon_mod)
+    depth = _depth_for(rib, result.depth)
     cache = {"swi_corrected": result.swi_corrected, "magnitude_corrected": result.magnitude_corrected,
-             "brain": result.brain_mask.array > 0, "gm_prob": result.gm_prob, "wm_prob": result.wm_prob}
+             "brain": result.brain_mask.array > 0, "gm_prob": result.gm_prob, "wm_prob": result.wm_prob,
+             "depth": depth}
     z_swi, z_mag, metrics = measure(cache, rib_v, reg_v, p)
     warnings = [w for w in result.warnings if "could not be measured" not in w and "outside the coverage" not in w]
     warnings += _coverage_warnings(metrics)
@@ -345,4 +405,4 @@ def remeasure(result: Result, ribbon_labels: Volume, params: Parameters | None =
     return dataclasses.replace(
         result, ribbon=rib_v, regions=reg_v, heatmap=result.swi.with_array(z_swi, "Hypointensity z (SWI)"),
         heatmap_magnitude=result.swi.with_array(z_mag, "Hypointensity z (magnitude)"), metrics=metrics,
-        warnings=warnings, params=p, qc=qc, timings=timings)
+        warnings=warnings, params=p, qc=qc, timings=timings, depth=depth)

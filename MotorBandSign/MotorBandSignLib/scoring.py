@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .heatmap import BANK, CONTROL, robust_reference
+from .heatmap import BANK, CONTROL, MIN_CONTROL_VOXELS, robust_reference
 
 #: A ribbon voxel counts as hypointense when its darkness z-score exceeds this value
 #: (z = 2: about 2.3 % of normally distributed control voxels exceed it one-sided).
@@ -21,7 +21,10 @@ DEFAULT_BAND_Z = 1.0
 #: of the 0-2 per region x hemisphere scales (MCLI; Zejlon et al. 2024, Ann Clin Transl Neurol
 #: 11:1280 use medial/intermediate/lateral regions); provisional thresholds.
 GRADE2_Z = 2.5
-#: Fewest bank voxels (per region) to measure it; fewer -> "not measured" (e.g. out of coverage).
+#: Fewest bank voxels (per region) to measure it; fewer -> "not measured" (e.g. out of
+#: coverage). 20 voxels keep the median's standard error under a quarter of the voxel SD
+#: (SE of a median ~ 1.25 SD / sqrt(n), Kenney & Keeping 1962) - a statistical floor, not a
+#: clinical one. The control side uses heatmap.MIN_CONTROL_VOXELS, the floor of the z-map.
 MIN_REGION_VOXELS = 20
 #: Control cortex this much darker than juxtacortical white matter on (bias-corrected) SWI means
 #: diffusely dark cortex (ageing-like). The normal ratio depends on the protocol: for a standard
@@ -34,13 +37,15 @@ MIN_REGION_VOXELS = 20
 DIFFUSE_CORTEX_TO_WM = 0.88
 
 REGION_NAMES = {1: "medial", 2: "intermediate", 3: "lateral"}
+#: Profile bin along the gyrus (mm of height): about a third of the hand knob's extent
+#: (~15-20 mm, Yousry et al. 1997, Brain 120:141), so a focal band shows in several bins.
 PROFILE_BIN_MM = 5.0
 
 
 def _stats(img, z_swi, z_mag, bank, ctrl, z_threshold, voxel_ml):
     n = int(bank.sum())
     out = {"n_voxels": n, "volume_ml": round(n * voxel_ml, 3)}
-    if n < MIN_REGION_VOXELS or ctrl.sum() < MIN_REGION_VOXELS:
+    if n < MIN_REGION_VOXELS or ctrl.sum() < MIN_CONTROL_VOXELS:
         out.update(measured=False, band_contrast=None, hypointense_fraction=None, z_median=None,
                    z_median_magnitude=None)
         return out
@@ -72,7 +77,8 @@ def laterality_index(z_left, z_right) -> float:
 def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: np.ndarray | None,
           voxel_ml: float, *, z_mag: np.ndarray | None = None,
           wm_reference: np.ndarray | None = None, z_threshold: float = DEFAULT_Z_THRESHOLD,
-          band_z: float = DEFAULT_BAND_Z, diffuse_ratio: float = DIFFUSE_CORTEX_TO_WM) -> dict:
+          band_z: float = DEFAULT_BAND_Z, diffuse_ratio: float = DIFFUSE_CORTEX_TO_WM,
+          spacing_kji=(1.0, 1.0, 1.0)) -> dict:
     """Scores from bias-corrected SWI, its z-map and the ribbon.
 
     Returns a dict with "pattern", "nonspecific_diffuse", "laterality_index", "total_grade" and
@@ -89,8 +95,8 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
         ratio = None
         if wm_reference is not None:
             wm = np.asarray(wm_reference) & np.isin(rib, (0,))
-            side_wm = wm & _same_side(rib, side, wm)
-            if ctrl.sum() >= MIN_REGION_VOXELS and side_wm.sum() >= MIN_REGION_VOXELS:
+            side_wm = wm & _same_side(rib, side, wm, spacing_kji)
+            if ctrl.sum() >= MIN_CONTROL_VOXELS and side_wm.sum() >= MIN_CONTROL_VOXELS:
                 ratio = round(float(np.median(swi_img[ctrl]) / np.median(swi_img[side_wm])), 4)
         h["cortex_to_wm_ratio"] = ratio
         regs = {}
@@ -98,8 +104,8 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
             reg = np.asarray(regions)
             for value, name in REGION_NAMES.items():
                 rbank, rctrl = bank & (reg == value), ctrl & (reg == value)
-                if rctrl.sum() < MIN_REGION_VOXELS:
-                    rctrl = ctrl
+                if rctrl.sum() < MIN_CONTROL_VOXELS:
+                    rctrl = ctrl  # the z-map falls back to the hemisphere's control the same way
                 r = _stats(swi_img, z_swi, z_mag, rbank, rctrl, z_threshold, voxel_ml)
                 r["band_present"] = bool(r["measured"] and r["z_median"] >= band_z)
                 r["grade"] = grade(r["z_median"], band_z)
@@ -122,7 +128,7 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
     }
 
 
-def _same_side(ribbon, side, wm):
+def _same_side(ribbon, side, wm, spacing_kji=(1.0, 1.0, 1.0)):
     """Voxels of ``wm`` nearer to this side's ribbon than to the other side's."""
     from scipy import ndimage
 
@@ -133,8 +139,8 @@ def _same_side(ribbon, side, wm):
         return np.zeros_like(wm)
     if not other.any():
         return np.ones_like(wm)
-    d_this = ndimage.distance_transform_edt(~this)
-    d_other = ndimage.distance_transform_edt(~other)
+    d_this = ndimage.distance_transform_edt(~this, sampling=spacing_kji)
+    d_other = ndimage.distance_transform_edt(~other, sampling=spacing_kji)
     return d_this < d_other
 
 
