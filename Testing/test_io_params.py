@@ -65,6 +65,16 @@ def test_read_errors_name_file_and_expectation(tmp_path):
     assert v.array.shape == (3, 6, 5, 4)
 
 
+def test_nan_in_nifti_is_refused_not_zeroed(tmp_path):
+    import nibabel as nib
+
+    a = np.ones((4, 5, 6), np.float32)
+    a[1, 2, 3] = np.nan
+    nib.save(nib.Nifti1Image(a, np.eye(4)), str(tmp_path / "nan.nii.gz"))
+    with pytest.raises(InputError, match=r"phase image: .*nan\.nii\.gz has 1 NaN voxel"):
+        io.read_volume(tmp_path / "nan.nii.gz", what="phase image")
+
+
 def test_parameters_resolve_defaults_and_reject_bad_values():
     p = Parameters().resolved()
     assert p.mask_power > 0 and p.highpass in ("homodyne", "unwrap")

@@ -38,6 +38,23 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
+def _refuse_nifti_nans(p: Path, what: str) -> None:
+    """ITK's NIfTI reader turns NaN into 0 silently, so look at the stored values with nibabel."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(p))
+    except Exception:  # noqa: BLE001 - SimpleITK read it; nibabel's opinion is only a check
+        return
+    if np.dtype(img.get_data_dtype()).kind != "f":
+        return
+    n = int(np.isnan(np.asanyarray(img.dataobj)).sum())
+    if n:
+        raise InputError(
+            f"{what}: {p} has {n} NaN voxel(s). Replace them (e.g. by 0 outside the head) before "
+            "running, or give the scanner's original image.")
+
+
 def read_volume(path, *, what: str = "image", allow_4d: bool = False, name: str | None = None) -> Volume:
     """Read a NIfTI / NRRD / MetaImage file or a DICOM series directory into a Volume.
 
@@ -67,6 +84,8 @@ def read_volume(path, *, what: str = "image", allow_4d: bool = False, name: str 
             img = reader.Execute()
         else:
             img = sitk.ReadImage(str(p))
+            if _suffix(p) in (".nii", ".nii.gz"):
+                _refuse_nifti_nans(p, what)
     except InputError:
         raise
     except RuntimeError as exc:
@@ -125,11 +144,15 @@ def write_volume(vol: Volume, path, array: np.ndarray | None = None) -> Path:
 
 
 def write_text(path, text: str) -> Path:
-    """Write a text file atomically."""
+    """Write a UTF-8 text file atomically (temp file beside it, then rename; no temp left on failure)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp(p.parent)
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, p)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return p

@@ -22,7 +22,6 @@ import datetime
 import html
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -660,18 +659,7 @@ def write_report(result, path, convention: str = "radiological") -> Path:
     path = Path(path)
     text = render_html(result, convention)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from .io import write_text
+
+    write_text(path, text)
     return path
