@@ -285,13 +285,17 @@ def register_template(image: Volume, grid: Volume, brain_mask: Volume, *, subjec
     rigid = sitk.Euler3DTransform()
     rigid.SetCenter(centre_lps)
     rigid.SetTranslation(shift_lps)
-    reg = _registration_method(reg_mask, [2, 1], [2.0 * reg_spacing_mm, reg_spacing_mm])
-    reg.SetOptimizerAsRegularStepGradientDescent(2.0, 1e-3, 80, relaxationFactor=0.5,
-                                                 gradientMagnitudeTolerance=1e-6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetInitialTransform(rigid, inPlace=True)
-    reg.Execute(fixed, moving)
-    info["rigid_metric"] = reg.GetMetricValue()
+    def linear_stage(transform, learning_rate):
+        """One multi-resolution MI stage; ``transform`` is optimised in place; returns the metric."""
+        reg = _registration_method(reg_mask, [2, 1], [2.0 * reg_spacing_mm, reg_spacing_mm])
+        reg.SetOptimizerAsRegularStepGradientDescent(learning_rate, 1e-3, 80, relaxationFactor=0.5,
+                                                     gradientMagnitudeTolerance=1e-6)
+        reg.SetOptimizerScalesFromPhysicalShift()
+        reg.SetInitialTransform(transform, inPlace=True)
+        reg.Execute(fixed, moving)
+        return reg.GetMetricValue()
+
+    info["rigid_metric"] = linear_stage(rigid, 2.0)
 
     # 3. similarity (slab) or affine (whole brain)
     _log(progress, 0.25, "affine registration" if whole else "similarity registration")
@@ -299,13 +303,7 @@ def register_template(image: Volume, grid: Volume, brain_mask: Volume, *, subjec
     lin.SetCenter(rigid.GetCenter())
     lin.SetMatrix(rigid.GetMatrix())
     lin.SetTranslation(rigid.GetTranslation())
-    reg = _registration_method(reg_mask, [2, 1], [2.0 * reg_spacing_mm, reg_spacing_mm])
-    reg.SetOptimizerAsRegularStepGradientDescent(1.0, 1e-3, 80, relaxationFactor=0.5,
-                                                 gradientMagnitudeTolerance=1e-6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetInitialTransform(lin, inPlace=True)
-    reg.Execute(fixed, moving)
-    info["linear_metric"] = reg.GetMetricValue()
+    info["linear_metric"] = linear_stage(lin, 1.0)
     lin_aff = _as_affine(lin)  # updated in place by the optimiser
     info["t_linear"] = time.perf_counter() - t0
 
