@@ -406,6 +406,19 @@ def _default_name(path: Path) -> str:
     return name
 
 
+def _read_with_storage(scene, node, storage, path: Path, failure: str) -> None:
+    """Read ``path`` into ``node`` through ``storage`` (added to the scene); on failure remove
+    both and raise InputError naming the file (MRML reports errors only as ERR lines)."""
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    if not storage.ReadData(node):
+        scene.RemoveNode(node)
+        scene.RemoveNode(storage)
+        raise InputError(f"{path}: {failure}")
+    node.CreateDefaultDisplayNodes()
+
+
 def read_volume_node(path, scene=None, name: str | None = None, labelmap: bool = False,
                      allow_4d: bool = False, series_uid: str | None = None):
     """Read a NIfTI / NRRD / MetaImage file or a DICOM series directory into a volume node.
@@ -466,14 +479,8 @@ def read_volume_node(path, scene=None, name: str | None = None, labelmap: bool =
         node = scene.AddNewNodeByClass(_VOLUME_CLASSES["labelmap" if labelmap else "scalar"], node_name)
         storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
         storage.SetSingleFile(1)
-        storage.SetFileName(str(p))
-        scene.AddNode(storage)
-        node.SetAndObserveStorageNodeID(storage.GetID())
-        if not storage.ReadData(node):
-            scene.RemoveNode(node)
-            scene.RemoveNode(storage)
-            raise InputError(f"{p}: Slicer could not read this file as a volume (expected NIfTI, NRRD or MetaImage).")
-        node.CreateDefaultDisplayNodes()
+        _read_with_storage(scene, node, storage, p,
+                           "Slicer could not read this file as a volume (expected NIfTI, NRRD or MetaImage).")
     if node.GetImageData() is None:
         scene.RemoveNode(node)
         raise InputError(f"{p}: read, but holds no voxels (expected a 3D volume).")
@@ -656,15 +663,8 @@ def read_segmentation(path, scene=None):
     if not p.exists():
         raise InputError(f"{p}: file not found (expected a .seg.nrrd segmentation).")
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", _default_name(Path(str(p).replace(".seg.nrrd", ".nrrd"))))
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(p))
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    if not storage.ReadData(node):
-        scene.RemoveNode(node)
-        scene.RemoveNode(storage)
-        raise InputError(f"{p}: could not be read as a segmentation (expected a .seg.nrrd file written by Slicer).")
-    node.CreateDefaultDisplayNodes()
+    _read_with_storage(scene, node, slicer.vtkMRMLSegmentationStorageNode(), p,
+                       "could not be read as a segmentation (expected a .seg.nrrd file written by Slicer).")
     return node
 
 
