@@ -16,9 +16,6 @@ import numpy as np
 from .errors import InputError
 from .volume import Volume
 
-_IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
 def make_temp(directory, suffix: str = "") -> str:
     """A temporary file in ``directory`` with the permissions a plain open() would give
     (mkstemp makes it owner-only), for write-then-rename."""

