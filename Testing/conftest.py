@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: simulated cases with known truth (see MotorBandSignLib.phantom).
+"""Shared pytest fixtures: simulated cases with known truth (see Testing/phantoms/simulate.py).
 
 Cases are generated once and cached on disk (``templates.cache_dir()/phantoms``, keyed by the
 config and the simulation code version), and once per test session in memory.
@@ -19,7 +19,7 @@ import pytest
 @pytest.fixture(scope="session")
 def phantom_case():
     """Factory ``get_case(name) -> phantom.Case`` over the named phantom fixtures (cached)."""
-    from MotorBandSignLib import phantom
+    from phantoms import simulate as phantom
 
     cache = {}
 

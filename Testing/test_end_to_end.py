@@ -1,7 +1,8 @@
 """End to end on the phantom fixtures: the verdict a user reads, through the pipeline and the CLI.
 
 Each fixture is a simulated brain warped away from the template (random smooth deformation,
-scaling, rotation, shifted central sulcus), with real dipole physics and noise; see phantom.py.
+scaling, rotation, shifted central sulcus), with real dipole physics and noise; see
+Testing/phantoms/simulate.py.
 """
 
 import functools
@@ -10,8 +11,9 @@ import json
 import numpy as np
 import pytest
 
-from MotorBandSignLib import cli, io, phantom, pipeline
+from MotorBandSignLib import cli, io, pipeline
 from MotorBandSignLib.params import Parameters
+from phantoms import simulate as phantom
 
 
 #: Veins in the central sulcus and no band (issue 7: must be called absent). The "veins"

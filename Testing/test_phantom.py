@@ -13,8 +13,8 @@ import pytest
 from scipy import ndimage
 
 from MotorBandSignLib import physics, templates
-from MotorBandSignLib import phantom as P
 from MotorBandSignLib.volume import Volume
+from phantoms import simulate as P
 
 L = templates.REGION_LABELS
 PRE = {1: L["left_precentral"], 2: L["right_precentral"]}

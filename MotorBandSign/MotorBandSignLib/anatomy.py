@@ -32,6 +32,8 @@ import numpy as np
 from scipy import ndimage
 
 from . import templates
+from .imaging import magnitude_array as _magnitude_array
+from .imaging import resample_spacing as _resample_spacing
 from .errors import InputError
 from .volume import Volume
 
@@ -96,6 +98,12 @@ class Anatomy:
     wm_prob: Volume | None = None
     hand_knob_ras: dict | None = None
     info: dict = field(default_factory=dict)
+    #: From :func:`locate_sulcus`: the central sulcus found on the image (sulci.CentralSulcus),
+    #: the depth below the brain's hull (mm) and the anterior score (distance to the postcentral
+    #: minus distance to the precentral label, mm) that tells the sulcus's two walls apart.
+    sulcus: object | None = None
+    hull_depth: np.ndarray | None = None
+    anterior_score: np.ndarray | None = None
 
     def template_ras(self, ras_points) -> np.ndarray | None:
         """MNI 2009a RAS coordinates of subject RAS points (N, 3), or None without a transform."""
@@ -118,47 +126,6 @@ class Anatomy:
 # ----------------------------------------------------------------------------------------------
 # input checks
 # ----------------------------------------------------------------------------------------------
-def _magnitude_array(magnitude: Volume, what: str = "magnitude") -> np.ndarray:
-    """A float32 3D copy of a magnitude (multi-echo: root-sum-of-squares), with checks."""
-    if not isinstance(magnitude, Volume):
-        raise InputError(f"{what}: expected a Volume, got {type(magnitude).__name__}. "
-                         "Load the image with MotorBandSignLib.io.read_volume first.")
-    a = np.asarray(magnitude.array)
-    if a.ndim == 4:
-        a = np.sqrt(np.sum(np.abs(a.astype(np.float64)) ** 2, axis=0))
-    if a.ndim != 3:
-        raise InputError(f"{what} '{magnitude.name}': expected a 3D (or echoes x 3D) image, got shape {a.shape}.")
-    if np.iscomplexobj(a):
-        a = np.abs(a)
-    a = a.astype(np.float32)
-    finite = np.isfinite(a)
-    if not finite.any():
-        raise InputError(f"{what} '{magnitude.name}' holds no finite values (all NaN/inf). "
-                         "Check that the right file was loaded.")
-    if not finite.all():
-        a = np.where(finite, a, 0.0).astype(np.float32)
-    if min(a.shape) < 3:
-        raise InputError(f"{what} '{magnitude.name}' has only {min(a.shape)} slice(s) along one axis; "
-                         "a 3D acquisition covering the upper brain is needed.")
-    lo, hi = float(a.min()), float(a.max())
-    if hi - lo <= 1e-6 * max(abs(hi), 1.0):
-        raise InputError(f"{what} '{magnitude.name}' is constant ({hi:g} everywhere): no image content. "
-                         "Give the magnitude (or SWI) image of the acquisition.")
-    sample = a[:: max(1, a.shape[0] // 32), :: 2, :: 2]
-    uniq = np.unique(sample)
-    if uniq.size <= 2 or (uniq.size <= 64 and np.allclose(uniq, np.round(uniq)) and uniq.size < 0.001 * sample.size):
-        raise InputError(
-            f"{what} '{magnitude.name}' has only {uniq.size} distinct values: it looks like a mask or a "
-            "label map, not an MR image. Give the magnitude (or SWI) image; masks and segmentations go "
-            "in their own inputs.")
-    if lo < 0 and np.mean(a < -0.05 * hi) > 0.05:
-        raise InputError(
-            f"{what} '{magnitude.name}' has many negative values ({100 * np.mean(a < 0):.0f} % of voxels): "
-            "it looks like a phase, real or imaginary image. Give the magnitude image here and the phase "
-            "as the phase input.")
-    return a
-
-
 # ----------------------------------------------------------------------------------------------
 # brain mask
 # ----------------------------------------------------------------------------------------------
@@ -250,36 +217,13 @@ def _fill_holes(m: np.ndarray) -> np.ndarray:
     return m
 
 
-def _resample_spacing(img, spacing, *, smoothing_mm: float = 0.0, interp=None):
-    """Resample a SimpleITK image to new spacing on the same orientation and extent."""
-    import SimpleITK as sitk
-
-    if interp is None:
-        interp = sitk.sitkLinear
-    sp = np.array(img.GetSpacing(), float)
-    new_sp = np.asarray(spacing, float)
-    size = np.maximum(1, np.round(np.array(img.GetSize()) * sp / new_sp)).astype(int)
-    src = sitk.Cast(img, sitk.sitkFloat32)
-    # anti-alias: sigma so the coarse grid's Nyquist is respected (FWHM ~ new spacing)
-    sig = np.sqrt(np.maximum(new_sp ** 2 - sp ** 2, 0.0)) / 2.355
-    sig = np.sqrt(sig ** 2 + smoothing_mm ** 2)
-    if np.any(sig > 0.1 * sp):
-        # recursive (Deriche) Gaussian: cost independent of sigma
-        src = sitk.SmoothingRecursiveGaussian(src, [float(max(x, 1e-3)) for x in sig])
-    d = np.array(img.GetDirection()).reshape(3, 3)
-    # keep the centre of the field of view
-    old_c = np.array(img.TransformContinuousIndexToPhysicalPoint(((np.array(img.GetSize()) - 1) / 2).tolist()))
-    origin = old_c - d @ ((size - 1) / 2 * new_sp)
-    return sitk.Resample(src, [int(x) for x in size], sitk.Transform(), interp, origin.tolist(),
-                         new_sp.tolist(), img.GetDirection(), 0.0, sitk.sitkFloat32)
-
-
 # ----------------------------------------------------------------------------------------------
 # localisation
 # ----------------------------------------------------------------------------------------------
 def localize(magnitude: Volume, brain_mask: Volume | None = None, *, t1: Volume | None = None,
              parcellation: Volume | None = None, label_table: str | dict | None = None,
-             hand_knob_ras: dict | None = None, progress=None, **registration_kw) -> Anatomy:
+             hand_knob_ras: dict | None = None, progress=None, sulcal: bool = False,
+             **registration_kw) -> Anatomy:
     """Locate precentral, postcentral and frontal cortex per hemisphere on the magnitude grid.
 
     Parameters
@@ -301,6 +245,10 @@ def localize(magnitude: Volume, brain_mask: Volume | None = None, *, t1: Volume 
         ``{"left": (x, y, z), "right": (x, y, z)}`` RAS points on the hand knob, used to check
         the localisation (and to centre the intermediate region in :mod:`ribbon`).
     progress : callable(fraction: float, message: str) or None
+    sulcal : bool
+        Place the central sulcus on the subject's own sulci (:func:`locate_sulcus`). Off by
+        default until its band-call thresholds are calibrated on individual brains (issue 11,
+        in progress); False keeps the atlas's or parcellation's labels as they are.
     **registration_kw
         Passed to :func:`registration.register_template` (e.g. ``local_refine=False``).
     """
@@ -319,13 +267,88 @@ def localize(magnitude: Volume, brain_mask: Volume | None = None, *, t1: Volume 
     else:
         from .registration import register_template
 
-        anat = register_template(magnitude if t1 is None else t1, magnitude, brain_mask,
-                                 subject_array=a if t1 is None else None, progress=report, **registration_kw)
+        reg = register_template(magnitude if t1 is None else t1, magnitude, brain_mask,
+                                subject_array=a if t1 is None else None, progress=report, **registration_kw)
+        anat = Anatomy(labels=reg.labels, gm_prob=reg.gm_prob, brain_mask=brain_mask,
+                       registration_quality=reg.quality, warnings=list(reg.warnings), source="atlas",
+                       transform=reg.transform, csf_prob=reg.csf_prob, wm_prob=reg.wm_prob, info=dict(reg.info))
+    if sulcal:
+        report(0.9, "finding the central sulcus on the image")
+        loc = a if t1 is None else _on_grid(t1, magnitude)
+        locate_sulcus(anat, loc)
     anat.hand_knob_ras = hand_knob_ras
     _check_sides(anat)
     if hand_knob_ras:
         _check_hand_knob(anat, hand_knob_ras)
     report(1.0, "anatomy done")
+    return anat
+
+
+def _on_grid(image: Volume, grid: Volume) -> np.ndarray:
+    """``image`` resampled (linear, world coordinates) onto ``grid``'s voxels."""
+    import SimpleITK as sitk
+
+    if not image.grid_mismatch(grid):
+        return _magnitude_array(image, "T1")
+    src = image.to_sitk(_magnitude_array(image, "T1"))
+    ref = grid.to_sitk(np.zeros(grid.shape, np.float32))
+    return sitk.GetArrayFromImage(sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, 0.0,
+                                                sitk.sitkFloat32))
+
+
+def locate_sulcus(anat: Anatomy, image: np.ndarray) -> Anatomy:
+    """Find each hemisphere's central sulcus on the subject (see :mod:`sulci`) and store it on
+    ``anat`` (``sulcus``, ``hull_depth``, ``anterior_score``; confidence in ``info``).
+
+    Atlas route: white matter of ``image`` (magnitude or T1 on the grid) -> sulcal midlines ->
+    the sheet matching the atlas's central sulcus. Parcellation route: the interface of the
+    precentral and postcentral labels. A hemisphere where nothing is found falls back to the
+    atlas's interface, with a warning.
+    """
+    from . import sulci
+
+    grid = anat.labels
+    sp = grid.spacing_kji
+    brain = anat.brain_mask.array > 0
+    lab = anat.labels.array
+    hull = sulci.hull_depth(brain, sp)
+    pre, post = np.isin(lab, (1, 2)), np.isin(lab, (3, 4))
+    anterior = (ndimage.distance_transform_edt(~post, sampling=sp)
+                - ndimage.distance_transform_edt(~pre, sampling=sp)).astype(np.float32)
+    info = {}
+    if anat.source == "parcellation":
+        # the labels say where the sulcus is: their interface, whole, per hemisphere
+        mid = np.zeros(lab.shape, np.uint8)
+        conf = {}
+        for h, side in enumerate(("left", "right")):
+            one = np.where(np.isin(lab, ((1, 3), (2, 4))[h]), lab, 0)
+            m = sulci.interface_midline(one, sp)
+            mid[m] = h + 1
+            conf[side] = 1.0 if m.any() else 0.0
+        cs = sulci.CentralSulcus(mid, conf, {"source": "parcellation interface"}, [])
+    else:
+        try:
+            wm, info = sulci.white_matter(image, brain, sp, hull_depth=hull)
+        except InputError as exc:   # no usable contrast: fall back to the atlas's sulcus
+            wm, info = None, {"error": str(exc)}
+            anat.warnings.append(f"The central sulcus could not be found on the image ({exc}); the atlas's "
+                                 "sulcus is used instead.")
+        if wm is not None:
+            mid, _ = sulci.sulcal_midlines(wm, brain, sp, hull_depth=hull)
+            cs = sulci.find_central_sulcus(mid, lab, brain, sp, ijk_to_ras=grid.ijk_to_ras)
+        else:
+            cs = sulci.CentralSulcus(np.zeros(lab.shape, np.uint8), {"left": 0.0, "right": 0.0}, {}, [])
+    fallback = sulci.interface_midline(lab, sp, reach_mm=1.5)
+    for h, side in enumerate(("left", "right")):
+        if not cs.confidence.get(side):
+            side_mask = np.isin(lab, ((1, 3), (2, 4))[h])
+            near = ndimage.distance_transform_edt(~side_mask, sampling=sp) <= 2.0
+            cs.midline[fallback & near & (cs.midline == 0)] = h + 1
+    anat.sulcus = cs
+    anat.hull_depth = hull
+    anat.anterior_score = anterior
+    anat.warnings.extend(cs.warnings)
+    anat.info["sulcal"] = dict(info, confidence=cs.confidence, **cs.info)
     return anat
 
 

@@ -2,7 +2,9 @@
 
     motorband run --magnitude M --phase P --out DIR [options]   whole pipeline on one case
     motorband measure --out DIR --ribbon EDITED.seg.nrrd         re-measure with a corrected ribbon
-    motorband demo [--out DIR]                                   the bundled demo case, end to end
+
+The demo case is written by ``python Testing/phantoms/demo.py --out demo-case`` (the simulator is
+test machinery, not part of this package); ``make demo`` writes it and runs ``motorband run`` on it.
 
 Exit codes: 0 success, 2 bad input (the message names the problem and the fix), 1 internal failure.
 """
@@ -71,10 +73,6 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="output directory of an earlier `motorband run`")
     m.add_argument("--ribbon", required=True, help="edited ribbon (.seg.nrrd or a label volume)")
     m.add_argument("--no-scene", action="store_true")
-
-    d = sub.add_parser("demo", help="generate the bundled demo case and run the whole job on it")
-    d.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
-    d.add_argument("--no-scene", action="store_true")
     return ap
 
 
@@ -149,26 +147,10 @@ def cmd_measure(a) -> int:
     return EXIT_OK
 
 
-def cmd_demo(a) -> int:
-    from . import outputs, phantom, pipeline
-
-    progress = TerminalProgress()
-    progress(0.0, "Generating the demo case (cached after the first run)")
-    case = phantom.demo_case()
-    inputs = pipeline.Inputs(magnitude=case.magnitude, phase=case.phase)
-    from .params import Parameters
-
-    result = pipeline.run(inputs, Parameters(), progress=progress)
-    out = outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress)
-    print(_summary(result, Path(out)))
-    print(f"Demo truth: expected pattern '{case.expected_pattern}'.")
-    return EXIT_OK
-
-
 def main(argv=None) -> int:
     a = _parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "measure": cmd_measure, "demo": cmd_demo}[a.command](a)
+        return {"run": cmd_run, "measure": cmd_measure}[a.command](a)
     except InputError as exc:
         print(f"motorband: error: {exc}", file=sys.stderr)
         return EXIT_INPUT

@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from . import templates
+from .imaging import magnitude_array as _magnitude_array
+from .imaging import resample_spacing as _resample_spacing
 from .errors import InputError
 from .volume import Volume
 
@@ -67,6 +70,25 @@ QUALITY_WARN = 0.08
 _SEED = 20240101
 
 
+@dataclass
+class TemplateRegistration:
+    """What :func:`register_template` returns, all on the subject grid.
+
+    ``labels``: :data:`templates.REGION_LABELS` warped (nearest); ``gm_prob``/``csf_prob``/
+    ``wm_prob``: template priors warped (linear); ``transform``: subject LPS -> template LPS;
+    ``quality``: :func:`nmi_quality`; ``warnings``, ``info`` (JSON-serialisable).
+    """
+
+    labels: Volume
+    gm_prob: Volume
+    csf_prob: Volume
+    wm_prob: Volume
+    transform: object
+    quality: float
+    warnings: list = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
 def _log(progress, f, msg):
     if progress is not None:
         progress(f, msg)
@@ -78,7 +100,6 @@ def _log(progress, f, msg):
 @functools.lru_cache(maxsize=4)
 def _template_images(spacing: float):
     import SimpleITK as sitk
-    from .anatomy import _resample_spacing
 
     t1 = templates.mni_t1()
     img = _resample_spacing(t1.to_sitk(t1.array.astype(np.float32)), [spacing] * 3)
@@ -158,7 +179,6 @@ def _top_reference(pts_ras: np.ndarray, top_mm: float = TOP_SLAB_MM) -> tuple[np
 def _prepare_fixed(image: Volume, mask: Volume, spacing: float, array=None):
     """Bias-flattened, percentile-clipped fixed image and mask at ``spacing`` (SimpleITK)."""
     import SimpleITK as sitk
-    from .anatomy import _magnitude_array, _resample_spacing
 
     a = _magnitude_array(image, "registration image") if array is None else array
     m = mask.array > 0
@@ -253,10 +273,9 @@ def register_template(image: Volume, grid: Volume, brain_mask: Volume, *, subjec
 
     ``image`` is the magnitude (or a T1 of the same subject, in world register with it);
     ``grid`` is the magnitude Volume whose grid the outputs use; ``brain_mask`` is on ``grid``.
-    Returns an :class:`anatomy.Anatomy` with source "atlas".
+    Returns a :class:`TemplateRegistration` (labels and priors on ``grid``, the transform).
     """
     import SimpleITK as sitk
-    from .anatomy import Anatomy
 
     t0 = time.perf_counter()
     demons_sigma_mm = DEMONS_SIGMA_MM if demons_sigma_mm is None else demons_sigma_mm
@@ -341,9 +360,8 @@ def register_template(image: Volume, grid: Volume, brain_mask: Volume, *, subjec
     _log(progress, 0.85, "warping atlas labels")
     labels, gm, csf, wm = _warp_full(grid, brain_mask, total)
     info["t_total"] = time.perf_counter() - t0
-    return Anatomy(labels=labels, gm_prob=gm, brain_mask=brain_mask, registration_quality=quality,
-                   warnings=warnings, source="atlas", transform=total, csf_prob=csf, wm_prob=wm,
-                   info=info)
+    return TemplateRegistration(labels=labels, gm_prob=gm, csf_prob=csf, wm_prob=wm, transform=total,
+                                quality=quality, warnings=warnings, info=info)
 
 
 def _as_affine(t):
@@ -359,7 +377,6 @@ def _as_affine(t):
 @functools.lru_cache(maxsize=4)
 def _tissue_images(spacing: float):
     """Template GM, WM, CSF and brain-mask images at ``spacing`` (SimpleITK float, LPS)."""
-    from .anatomy import _resample_spacing
 
     out = []
     for v in (templates.mni_gm(), templates.mni_wm(), templates.mni_csf(), templates.mni_brain_mask()):
@@ -398,7 +415,6 @@ def _demons_stage(fixed, fmask, initial, *, levels_mm, iterations, sigma_mm, ini
     pseudo-template (warped by ``initial``) onto ``fixed``; returns (DisplacementFieldTransform on
     the fixed grid, tissue contrast coefficients)."""
     import SimpleITK as sitk
-    from .anatomy import _resample_spacing
 
     m = sitk.GetArrayFromImage(fmask) > 0
     fit = ndimage.binary_dilation(m, iterations=2)
@@ -446,7 +462,6 @@ def _local_refinement(image, brain_mask, subject_array, total, spacing, sigma_mm
     t0 = time.perf_counter()
     # crop the subject to the central region (found through the global result on a coarse grid)
     # plus a margin for the bias flattening, before preparing it at the finer spacing
-    from .anatomy import _magnitude_array, _resample_spacing
 
     a = _magnitude_array(image, "registration image") if subject_array is None else subject_array
     coarse = _resample_spacing(image.to_sitk(np.zeros(image.shape, np.float32)), np.maximum(image.spacing, 3.0))

@@ -47,10 +47,11 @@ REGION_NAMES = {1: "medial", 2: "intermediate", 3: "lateral"}
 REGION_COLORS = {1: (0.47, 0.67, 0.19), 2: (0.49, 0.18, 0.56), 3: (0.64, 0.08, 0.18)}
 
 #: Thickness (mm) of precentral cortex counted as the posterior bank, measured from the
-#: central sulcus (the postcentral boundary). The cortex of the precentral gyrus is ~2.5-3 mm
-#: thick in the posterior bank, where area 4p lies (Fischl & Dale 2000, PNAS 97:11050 --
-#: thinner posterior than anterior precentral; Geyer et al. 1996, Nature 382:805 -- BA4p in the
-#: bank). 3 mm takes the full cortical thickness of the bank and no more.
+#: central sulcus (the postcentral boundary) on the atlas/parcellation labels. The cortex of the
+#: precentral gyrus is ~2.5-3 mm thick in the posterior bank, where area 4p lies (Fischl & Dale
+#: 2000, PNAS 97:11050; Geyer et al. 1996, Nature 382:805). The sulcal route
+#: (``anatomy.localize(..., sulcal=True)``) measures its depth from the sulcal midline instead,
+#: with its own default, :data:`sulci.DEFAULT_BANK_DEPTH_MM`.
 DEFAULT_BANK_DEPTH_MM = 3.0
 #: Minimum distance (mm) of control cortex from the bank: about one to two voxels of a 1-1.5 mm
 #: SWI plus the point-spread of an mIP/high-pass filter, so a band's partial volume stays out of
@@ -126,6 +127,8 @@ def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, contr
         return Ribbon(labels, regions, None, warnings, {"source": "segmentation"})
 
     grid = anatomy.labels
+    if getattr(anatomy, "sulcus", None) is not None:
+        return _ribbon_from_sulcus(anatomy, hk)
     lab = grid.array
     sp = grid.spacing_kji
     cortex = (anatomy.gm_prob.array >= gm_threshold) & (anatomy.brain_mask.array > 0)
@@ -170,6 +173,35 @@ def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, contr
     info = {"voxels": {SEGMENT_NAMES[v]: int((out == v).sum()) for v in SEGMENT_NAMES},
             "bank_depth_mm": bank_depth_mm, "control_gap_mm": control_gap_mm}
     return Ribbon(labels, regions, grid.with_array(depth, "cortical depth (mm)"), warnings, info)
+
+
+def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
+    """Bank on the anterior wall of the central sulcus found on the image, matched control on
+    the facing (postcentral) wall; see :mod:`sulci`."""
+    from . import sulci
+
+    grid = anatomy.labels
+    lab = grid.array
+    if bank_depth_mm is None:
+        bank_depth_mm = sulci.DEFAULT_BANK_DEPTH_MM
+    bank_ok = ctrl_ok = None
+    if anatomy.source == "parcellation":
+        bank_ok, ctrl_ok = np.isin(lab, (1, 2)), np.isin(lab, (3, 4))
+    out, depth = sulci.bank_from_sulcus(
+        anatomy.sulcus.midline, anatomy.anterior_score, anatomy.brain_mask.array > 0, grid.spacing_kji,
+        hull_depth=anatomy.hull_depth, bank_depth_mm=bank_depth_mm,
+        control_gap_mm=sulci.CONTROL_GAP_MM,
+        bank_allowed=bank_ok, control_allowed=ctrl_ok)
+    warnings = []
+    for side, v in (("left", 1), ("right", 2)):
+        if not (out == v).any():
+            warnings.append(f"No {side} posterior bank could be placed: the {side} side has no ribbon.")
+    labels = grid.with_array(out, "ribbon")
+    regions = regions_for(labels, anatomy, hand_knob_ras=hk)
+    info = {"voxels": {SEGMENT_NAMES[v]: int((out == v).sum()) for v in SEGMENT_NAMES},
+            "bank_depth_mm": bank_depth_mm, "source": "sulcus",
+            "confidence": dict(anatomy.sulcus.confidence)}
+    return Ribbon(labels, regions, grid.with_array(depth, "depth from the sulcal midline (mm)"), warnings, info)
 
 
 def _bbox(mask, pad, shape):

@@ -14,8 +14,10 @@ these, so the panel, the CLI and the dataclass cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -390,12 +392,33 @@ class NodeLogic:
         return NodeResult(result=result, nodes=nodes, verdict=verdict_text(result.metrics), focus_ras=focus, prefix=prefix)
 
 
-def load_demo_nodes(scene=None, name: str = "Motor band demo") -> tuple:
-    """The demo case (``phantom.demo_case()``, generated locally) as magnitude and phase nodes."""
-    from . import phantom
+#: Environment variable naming the folder of the demo case (instead of ``<repository>/demo-case``).
+DEMO_DIR_ENV = "MOTORBANDSIGN_DEMO_DIR"
 
+
+def demo_case_dir():
+    """Where the demo case is: ``$MOTORBANDSIGN_DEMO_DIR``, else ``demo-case`` in the repository root
+    (the folder ``make demo`` writes; the root is the parent of the MotorBandSign folder)."""
+    env = os.environ.get(DEMO_DIR_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "demo-case"
+
+
+def load_demo_nodes(scene=None, name: str = "Motor band demo", case_dir=None) -> tuple:
+    """The demo case as magnitude and phase nodes, read from ``case_dir`` (default
+    :func:`demo_case_dir`): the magnitude.nii.gz and phase.nii.gz that ``make demo``
+    (``python Testing/phantoms/demo.py --out DIR``) writes."""
+    from . import io
+
+    d = demo_case_dir() if case_dir is None else Path(case_dir)
+    files = {n: d / f"{n}.nii.gz" for n in ("magnitude", "phase")}
+    if not all(p.is_file() for p in files.values()):
+        raise InputError("the demo case is not there: run `make demo` (or python Testing/phantoms/demo.py "
+                         f"--out DIR) first (looked for magnitude.nii.gz and phase.nii.gz in {d})")
+    magnitude = io.read_volume(files["magnitude"], what="demo magnitude")
+    phase = io.read_volume(files["phase"], what="demo phase")
     scene = mrml.get_scene() if scene is None else scene
-    case = phantom.demo_case()
-    mag = mrml.node_from_volume(case.magnitude, scene, name=f"{name} magnitude")
-    ph = mrml.node_from_volume(case.phase, scene, name=f"{name} phase")
+    mag = mrml.node_from_volume(magnitude, scene, name=f"{name} magnitude")
+    ph = mrml.node_from_volume(phase, scene, name=f"{name} phase")
     return mag, ph

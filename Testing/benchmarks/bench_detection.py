@@ -18,8 +18,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Testing/, so that `phantoms` imports
 
 
 def roc_auc(scores_pos, scores_neg) -> float:
@@ -38,8 +41,9 @@ def dice(a, b) -> float:
 
 
 def run_case(cfg):
-    from MotorBandSignLib import phantom, pipeline
+    from MotorBandSignLib import pipeline
     from MotorBandSignLib.params import Parameters
+    from phantoms import simulate as phantom
 
     case = phantom.generate_case(cfg)
     t0 = time.perf_counter()
@@ -51,7 +55,7 @@ def run_case(cfg):
 
 
 def main(argv=None) -> int:
-    from MotorBandSignLib import phantom
+    from phantoms import simulate as phantom
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--levels", type=float, nargs="+", default=[0.02, 0.03, 0.05, 0.08])

@@ -10,11 +10,15 @@ import argparse
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Testing/, so that `phantoms` imports
 
 
 def main(argv=None) -> int:
-    from MotorBandSignLib import outputs, phantom, pipeline
+    from MotorBandSignLib import outputs, pipeline
     from MotorBandSignLib.params import Parameters
+    from phantoms import simulate as phantom
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")

@@ -14,8 +14,11 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Testing/, so that `phantoms` imports
 
 
 def dice(a, b):
@@ -25,7 +28,8 @@ def dice(a, b):
 
 
 def run_case(name: str) -> dict:
-    from MotorBandSignLib import anatomy, phantom, ribbon
+    from MotorBandSignLib import anatomy, ribbon
+    from phantoms import simulate as phantom
 
     case = phantom.fixture(name)
     t0 = time.perf_counter()
@@ -55,7 +59,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="only bilateral, oblique and partial (1.5 mm)")
     ap.add_argument("cases", nargs="*", help="fixture names (default: demo + all fixtures)")
     args = ap.parse_args(argv)
-    from MotorBandSignLib import phantom
+    from phantoms import simulate as phantom
 
     if args.cases:
         names = args.cases

@@ -3,7 +3,7 @@
 A case is made in four steps, all seeded and deterministic:
 
 1. **Subject anatomy.** The MNI ICBM152 2009a template (tissue probabilities, Harvard-Oxford
-   labels, and the template-space model of :mod:`.phantom_anatomy`: true posterior bank,
+   labels, and the template-space model of :mod:`.template_anatomy`: true posterior bank,
    somatotopic regions, veins, frontal sinus) is warped into a random subject: rotation,
    anisotropic scaling and translation, a smooth random B-spline deformation, and a local
    anterior-posterior shift of each central-sulcus region. This matters because the detection
@@ -13,9 +13,9 @@ A case is made in four steps, all seeded and deterministic:
    tissue mixture + deep-nuclei iron + veins + air/bone + the band (``+delta_chi`` x GM fraction on
    the posterior bank of the chosen hemispheres/region) or diffuse cortical iron (ageing).
 3. **Physics** on a scanner-aligned grid with B0 along scanner z (= RAS S of the physics grid):
-   field = dipole convolution (:func:`.physics.field_from_chi`, zero padded) of chi relative to
-   air (so the air around the head is the infinite medium), minus a second-order shim fitted
-   over the brain; signal per tissue compartment = M0 x spoiled-GRE T1 factor x exp(-TE R2*),
+   field = dipole convolution (:func:`MotorBandSignLib.physics.field_from_chi`, zero padded) of chi
+   relative to air (so the air around the head is the infinite medium), minus a second-order shim
+   fitted over the brain; signal per tissue compartment = M0 x spoiled-GRE T1 factor x exp(-TE R2*),
    with R2* raised by iron (280 s^-1 per ppm, Langkammer 2010/2012), phase -gamma B0 TE field
    (+ a constant receiver phase), intravoxel dephasing from the field gradient.
 4. **Acquisition.** The complex signal is resampled onto the acquisition grid (possibly oblique,
@@ -54,10 +54,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from . import physics, templates
-from .errors import InputError
-from .phantom_anatomy import ANATOMY_VERSION, posterior_bank, template_model
-from .volume import Volume, grid_from
+from MotorBandSignLib import physics, templates
+from MotorBandSignLib.errors import InputError
+from MotorBandSignLib.volume import Volume, grid_from
+
+from .template_anatomy import ANATOMY_VERSION, posterior_bank, template_model
 
 #: Part of every cache key: bump when the simulation changes.
 CODE_VERSION = "phantom-10|" + ANATOMY_VERSION
@@ -505,6 +506,86 @@ def _acquisition_grid(cfg, brain_pts_ras, phys_A):
     return m, (int(n[2]), int(n[1]), int(n[0])), offset
 
 
+def tissue_signals(frac: dict, iron_gm, iron_wm, field, p: float, cfg, phase0: float, r2s_gm_scale=None) -> tuple:
+    """Complex GRE signal per echo on the physics grid from tissue fractions and the field.
+
+    Signal per compartment = M0 x spoiled-GRE T1 factor x exp(-TE R2*), R2* raised by iron
+    (:data:`R2S_PER_PPM_IRON`); intravoxel dephasing in the local field gradient (Fernandez-Seara
+    & Wehrli 2000, MRM 44:358); phase = sign x gamma B0 TE field + ``phase0``.
+    ``r2s_gm_scale`` (optional array) scales grey matter's R2* voxel by voxel (cortical texture).
+    Returns (signals: list of complex64 arrays, tr_s).
+    """
+    tes = cfg.echo_times
+    tr = max(TR_S, max(tes) + 0.008)
+    gyro = 2 * np.pi * physics.GAMMA_BAR_HZ_PER_T * cfg.field_strength_t * 1e-6  # rad/s per ppm
+    sign = -1.0 if cfg.handedness == "right" else 1.0
+    grads = np.gradient(field, p)  # ppm/mm along k, j, i
+    signals = []
+    for te in tes:
+        mag = np.zeros(field.shape, np.float32)
+        for k, fr in frac.items():
+            _, m0, t1, r2s = TISSUES[k]
+            r2 = np.float32(r2s)
+            if k == "gm":
+                if r2s_gm_scale is not None:
+                    r2 = r2 * r2s_gm_scale
+                r2 = r2 + np.float32(R2S_PER_PPM_IRON) * iron_gm
+            elif k == "wm":
+                r2 = r2 + np.float32(R2S_PER_PPM_IRON) * iron_wm
+            mag += fr * np.float32(_spgr(m0, t1, tr, FLIP_DEG)) * np.exp(np.float32(-te) * r2)
+        for g_ in grads:
+            mag *= np.abs(np.sinc(np.float32(gyro * te * p / (2 * np.pi)) * g_))
+        ph = np.float32(sign * gyro * te) * field + np.float32(phase0)
+        signals.append((mag * np.exp(1j * ph)).astype(np.complex64))
+        del mag, ph
+    return signals, tr
+
+
+def resample_signals(signals, A, M, ashape, voxel_mm, p) -> tuple:
+    """Complex signals from the physics grid (IJK-to-RAS ``A``) onto the acquisition grid ``M``:
+    trilinear, averaged over sub-samples spanning each acquisition voxel (a box profile).
+    Returns (list of complex64 arrays of shape ``ashape``, sub-samples per axis)."""
+    nsub = [max(1, int(round(sz / p))) for sz in voxel_mm]
+    offs = [((np.arange(m) + 0.5) / m - 0.5) for m in nsub]
+    kk, jj, ii = np.meshgrid(*[np.arange(s_, dtype=np.float64) for s_ in ashape], indexing="ij")
+    base = np.stack([ii.ravel(), jj.ravel(), kk.ravel()], axis=1)
+    del kk, jj, ii
+    P2 = np.linalg.inv(A) @ M  # acquisition ijk -> physics ijk
+    out = [np.zeros(len(base), np.complex64) for _ in signals]
+    for oi in offs[0]:
+        for oj in offs[1]:
+            for ok in offs[2]:
+                kj = ((base + (oi, oj, ok)) @ P2[:3, :3].T + P2[:3, 3])[:, ::-1].T
+                for acc, s_ in zip(out, signals):
+                    re = ndimage.map_coordinates(s_.real, kj, order=1, mode="constant", cval=0.0)
+                    im = ndimage.map_coordinates(s_.imag, kj, order=1, mode="constant", cval=0.0)
+                    acc += re + 1j * im
+    nn = len(offs[0]) * len(offs[1]) * len(offs[2])
+    return [(acc / nn).reshape(ashape).astype(np.complex64) for acc in out], nsub
+
+
+def noisy_images(acq_signals, cfg, rng) -> tuple:
+    """Complex Gaussian noise (sigma = peak |S| / snr per channel), magnitude scaled to a
+    noise-free peak of 1000, wrapped phase (radians, or Siemens integers -4096..4094 as dcm2niix
+    writes them). Returns (magnitude, phase, sigma, scale); 4D (echoes first) for multi-echo."""
+    peak = max(float(np.abs(s_).max()) for s_ in acq_signals)
+    sigma = peak / float(cfg.snr)
+    scale = np.float32(1000.0 / peak)
+    mags, phs = [], []
+    for s_ in acq_signals:
+        noise = rng.standard_normal(s_.shape, dtype=np.float32) + 1j * rng.standard_normal(s_.shape, dtype=np.float32)
+        z = s_ + np.complex64(sigma) * noise.astype(np.complex64)
+        mags.append(np.abs(z).astype(np.float32) * scale)
+        phs.append(np.angle(z).astype(np.float32))
+    mag_arr = np.stack(mags) if len(acq_signals) > 1 else mags[0]
+    ph_arr = np.stack(phs) if len(acq_signals) > 1 else phs[0]
+    if cfg.phase_units == "siemens":
+        # 12-bit raw 0..4095 spanning [-pi, pi); dcm2niix applies slope 2, intercept -4096
+        raw = np.clip(np.floor((ph_arr + np.pi) / (2 * np.pi) * 4096.0), 0, 4095)
+        ph_arr = (2.0 * raw - 4096.0).astype(np.float32)
+    return mag_arr, ph_arr, sigma, scale
+
+
 def generate_case(config: PhantomConfig | None = None, progress=None) -> Case:
     """Simulate one case (see module docstring). ``progress(fraction, message)`` is optional."""
     cfg = config or PhantomConfig()
@@ -607,29 +688,9 @@ def generate_case(config: PhantomConfig | None = None, progress=None) -> Case:
     say(0.65, "signal")
     rng = np.random.default_rng([int(cfg.seed), 2])
     phase0 = float(rng.uniform(-np.pi, np.pi)) if cfg.phase_offset else 0.0
+    signals, tr = tissue_signals(frac, iron_gm, iron_wm, field, p, cfg, phase0)
     tes = cfg.echo_times
-    tr = max(TR_S, max(tes) + 0.008)
-    gyro = 2 * np.pi * physics.GAMMA_BAR_HZ_PER_T * cfg.field_strength_t * 1e-6  # rad/s per ppm
-    sign = -1.0 if cfg.handedness == "right" else 1.0
-    grads = np.gradient(field, p)  # ppm/mm along k, j, i
-    signals = []
-    for te in tes:
-        mag = np.zeros(shape, np.float32)
-        for k, fr in frac.items():
-            _, m0, t1, r2s = TISSUES[k]
-            r2 = np.float32(r2s)
-            if k == "gm":
-                r2 = r2 + np.float32(R2S_PER_PPM_IRON) * iron_gm
-            elif k == "wm":
-                r2 = r2 + np.float32(R2S_PER_PPM_IRON) * iron_wm
-            mag += fr * np.float32(_spgr(m0, t1, tr, FLIP_DEG)) * np.exp(np.float32(-te) * r2)
-        # intravoxel dephasing in a linear field gradient (Fernandez-Seara & Wehrli 2000, MRM 44:358)
-        for g_ in grads:
-            mag *= np.abs(np.sinc(np.float32(gyro * te * p / (2 * np.pi)) * g_))
-        ph = np.float32(sign * gyro * te) * field + np.float32(phase0)
-        signals.append((mag * np.exp(1j * ph)).astype(np.complex64))
-        del mag, ph
-    del grads, frac, iron_gm, iron_wm
+    del frac, iron_gm, iron_wm
     lap("signal_s")
 
     # ---- acquisition grid ---------------------------------------------------------------------
@@ -648,24 +709,11 @@ def generate_case(config: PhantomConfig | None = None, progress=None) -> Case:
         truth, reg, anatomy = truth_p[sl].copy(), regions_p[sl], labels_p[sl].copy()
         gm_acq, brain_acq = gm[sl].copy(), brain[sl].astype(np.uint8)
     else:
-        # trilinear, averaged over sub-samples spanning each acquisition voxel (box profile)
-        nsub = [max(1, int(round(sz / p))) for sz in cfg.voxel_mm]
-        offs = [((np.arange(m) + 0.5) / m - 0.5) for m in nsub]
+        acq_signals, nsub = resample_signals(signals, A, M, ashape, cfg.voxel_mm, p)
         kk, jj, ii = np.meshgrid(*[np.arange(s_, dtype=np.float64) for s_ in ashape], indexing="ij")
         base = np.stack([ii.ravel(), jj.ravel(), kk.ravel()], axis=1)
         del kk, jj, ii
         P2 = inv_A @ M  # acquisition ijk -> physics ijk
-        acq_signals = [np.zeros(len(base), np.complex64) for _ in signals]
-        for oi in offs[0]:
-            for oj in offs[1]:
-                for ok in offs[2]:
-                    kj = ((base + (oi, oj, ok)) @ P2[:3, :3].T + P2[:3, 3])[:, ::-1].T
-                    for acc, s_ in zip(acq_signals, signals):
-                        re = ndimage.map_coordinates(s_.real, kj, order=1, mode="constant", cval=0.0)
-                        im = ndimage.map_coordinates(s_.imag, kj, order=1, mode="constant", cval=0.0)
-                        acc += re + 1j * im
-        nn = len(offs[0]) * len(offs[1]) * len(offs[2])
-        acq_signals = [(acc / nn).reshape(ashape).astype(np.complex64) for acc in acq_signals]
         kj = (base @ P2[:3, :3].T + P2[:3, 3])[:, ::-1].T
         chi_acq = ndimage.map_coordinates(chi, kj, order=1, mode="constant", cval=CHI_AIR).reshape(ashape)
         del kj, base
@@ -691,22 +739,8 @@ def generate_case(config: PhantomConfig | None = None, progress=None) -> Case:
     lap("acquisition_s")
 
     # ---- noise, magnitude, phase ----------------------------------------------------------------
-    peak = max(float(np.abs(s_).max()) for s_ in acq_signals)
-    sigma = peak / float(cfg.snr)
-    scale = np.float32(1000.0 / peak)  # magnitude in arbitrary units, noise-free peak 1000
-    mags, phs = [], []
-    for s_ in acq_signals:
-        noise = rng.standard_normal(s_.shape, dtype=np.float32) + 1j * rng.standard_normal(s_.shape, dtype=np.float32)
-        z = s_ + np.complex64(sigma) * noise.astype(np.complex64)
-        mags.append(np.abs(z).astype(np.float32) * scale)
-        phs.append(np.angle(z).astype(np.float32))
+    mag_arr, ph_arr, sigma, scale = noisy_images(acq_signals, cfg, rng)
     del acq_signals
-    mag_arr = np.stack(mags) if len(tes) > 1 else mags[0]
-    ph_arr = np.stack(phs) if len(tes) > 1 else phs[0]
-    if cfg.phase_units == "siemens":
-        # 12-bit raw 0..4095 spanning [-pi, pi); dcm2niix applies slope 2, intercept -4096
-        raw = np.clip(np.floor((ph_arr + np.pi) / (2 * np.pi) * 4096.0), 0, 4095)
-        ph_arr = (2.0 * raw - 4096.0).astype(np.float32)
     lap("noise_s")
     times["total_s"] = round(time.perf_counter() - t0, 3)
 

@@ -1,7 +1,7 @@
 """Template-space anatomy of the phantom: the true posterior bank, somatotopic regions, veins, sinus.
 
-Everything here lives on the MNI ICBM152 2009a grid of :mod:`.templates` (1 mm, RAS) and is
-the same for every simulated subject; :mod:`.phantom` warps it into each subject's space.
+Everything here lives on the MNI ICBM152 2009a grid of :mod:`MotorBandSignLib.templates` (1 mm,
+RAS) and is the same for every simulated subject; :mod:`.simulate` warps it into each subject's space.
 Built once and cached on disk (``templates.cache_dir()/phantoms``).
 
 Definitions
@@ -37,7 +37,7 @@ import os
 import numpy as np
 from scipy import ndimage
 
-from . import templates
+from MotorBandSignLib import templates
 
 #: Version of the template-space model; part of every cache key.
 ANATOMY_VERSION = "anat-6"
