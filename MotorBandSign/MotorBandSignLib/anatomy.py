@@ -222,7 +222,7 @@ def _fill_holes(m: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 def localize(magnitude: Volume, brain_mask: Volume | None = None, *, t1: Volume | None = None,
              parcellation: Volume | None = None, label_table: str | dict | None = None,
-             hand_knob_ras: dict | None = None, progress=None, sulcal: bool = False,
+             hand_knob_ras: dict | None = None, progress=None, sulcal: bool = True,
              **registration_kw) -> Anatomy:
     """Locate precentral, postcentral and frontal cortex per hemisphere on the magnitude grid.
 
@@ -246,9 +246,10 @@ def localize(magnitude: Volume, brain_mask: Volume | None = None, *, t1: Volume 
         the localisation (and to centre the intermediate region in :mod:`ribbon`).
     progress : callable(fraction: float, message: str) or None
     sulcal : bool
-        Place the central sulcus on the subject's own sulci (:func:`locate_sulcus`). Off by
-        default until its band-call thresholds are calibrated on individual brains (issue 11,
-        in progress); False keeps the atlas's or parcellation's labels as they are.
+        Atlas route: place the central sulcus on the subject's own sulci (:func:`locate_sulcus`;
+        default), falling back to the atlas per hemisphere where it is not found with
+        confidence. False keeps the atlas's labels as they are (the first wave's route). An
+        imported parcellation already says where the sulcus is and is used as it is.
     **registration_kw
         Passed to :func:`registration.register_template` (e.g. ``local_refine=False``).
     """
@@ -272,7 +273,7 @@ def localize(magnitude: Volume, brain_mask: Volume | None = None, *, t1: Volume 
         anat = Anatomy(labels=reg.labels, gm_prob=reg.gm_prob, brain_mask=brain_mask,
                        registration_quality=reg.quality, warnings=list(reg.warnings), source="atlas",
                        transform=reg.transform, csf_prob=reg.csf_prob, wm_prob=reg.wm_prob, info=dict(reg.info))
-    if sulcal:
+    if sulcal and parcellation is None:
         report(0.9, "finding the central sulcus on the image")
         loc = a if t1 is None else _on_grid(t1, magnitude)
         locate_sulcus(anat, loc)

@@ -32,7 +32,8 @@ def _defaults():
         "mip_slab_mm": swi.DEFAULT_MIP_SLAB_MM,
         "bank_depth_mm": ribbon.DEFAULT_BANK_DEPTH_MM,
         "z_threshold": scoring.DEFAULT_Z_THRESHOLD,
-        "band_z": scoring.DEFAULT_BAND_Z,
+        "band_ratio": scoring.DEFAULT_BAND_RATIO,
+        "region_band_ratio": scoring.DEFAULT_REGION_BAND_RATIO,
         "diffuse_ratio": scoring.DIFFUSE_CORTEX_TO_WM,
     }
 
@@ -59,7 +60,10 @@ class Parameters:
     bank_depth_mm: float | None = None
     # Verdict (scoring.py)
     z_threshold: float | None = None
-    band_z: float | None = None
+    #: Bank / control median ratio (SWI) at or below which a hemisphere is called banded.
+    band_ratio: float | None = None
+    #: The same for one somatotopic region (medial / intermediate / lateral).
+    region_band_ratio: float | None = None
     #: Control cortex / juxtacortical WM ratio on SWI below which cortex is called diffusely dark.
     diffuse_ratio: float | None = None
     #: Imported parcellation label preset: "freesurfer", "synthseg" or a path to a label table.
@@ -90,6 +94,11 @@ class Parameters:
             v = getattr(self, name)
             if v is not None and not v > 0:
                 raise InputError(f"parameter {name}={v!r} must be positive.")
+        for name in ("band_ratio", "region_band_ratio"):
+            v = getattr(self, name)
+            if v is not None and not 0 < v < 1:
+                raise InputError(f"parameter {name}={v!r} must lie between 0 and 1 (a bank / control ratio, "
+                                 "e.g. 0.9 = bank 10 % darker than its control cortex).")
         if any(not (t > 0 and t < 1) for t in self.echo_times):
             raise InputError(f"echo_times={self.echo_times!r}: give echo times in seconds (e.g. 0.02), all positive.")
 

@@ -216,7 +216,8 @@ def measure(result_like: dict, ribbon_vol: Volume, regions_vol: Volume, p: Param
                        result_like.get("gm_prob"))
     voxel_ml = float(np.prod(ribbon_vol.spacing)) / 1000.0
     metrics = scoring.score(result_like["swi_corrected"], z_swi, rib, reg, voxel_ml, z_mag=z_mag,
-                            wm_reference=wm, z_threshold=p.z_threshold, band_z=p.band_z,
+                            wm_reference=wm, z_threshold=p.z_threshold, band_ratio=p.band_ratio,
+                            region_band_ratio=p.region_band_ratio,
                             diffuse_ratio=p.diffuse_ratio, spacing_kji=ribbon_vol.spacing_kji)
     # Height (RAS S) of the ribbon voxels only: the profiles need nothing else.
     superior = np.zeros(rib.shape, np.float32)
@@ -311,6 +312,9 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
             progress=lambda f, m: say(0.35 + 0.4 * f, m))
         warnings.extend(anat.warnings)
         qc["localisation"] = anat.source
+        if "sulcal" in anat.info:
+            qc["sulcal"] = anat.info["sulcal"]
+            qc["localisation_confidence"] = anat.info["sulcal"].get("confidence")
         qc["registration_quality"] = anat.registration_quality
         step("localisation")
         _check(cancel)

@@ -396,7 +396,7 @@ def grades_figure(metrics: dict) -> str:
     return _png(fig)
 
 
-def profile_figure(metrics: dict, band_z: float) -> str:
+def profile_figure(metrics: dict, z_threshold: float) -> str:
     """Median darkness z along each precentral bank, by height (vertex at the top)."""
     fig = _new_figure((5.5, 4.0))
     ax = fig.add_subplot()
@@ -408,7 +408,7 @@ def profile_figure(metrics: dict, band_z: float) -> str:
         if len(h) and len(h) == len(z):
             ax.plot(z, h, "o-", color=SIDE_COLORS[side], label=f"{side} bank", markersize=3)
             plotted = True
-    ax.axvline(band_z, color="0.3", linestyle="--", linewidth=1, label=f"band threshold (median z = {band_z:g})")
+    ax.axvline(z_threshold, color="0.3", linestyle="--", linewidth=1, label=f"heatmap threshold (z = {z_threshold:g})")
     ax.axvline(0.0, color="0.7", linewidth=0.8)
     if not plotted:
         ax.text(0.5, 0.5, "no profile available", transform=ax.transAxes, ha="center", va="center", color="0.4")
@@ -446,9 +446,9 @@ def _thresholds(result) -> tuple[float, float]:
 
     th = (result.metrics or {}).get("thresholds") or {}
     zt = th.get("z_threshold", getattr(result.params, "z_threshold", None))
-    bz = th.get("band_z", getattr(result.params, "band_z", None))
+    rr = th.get("region_band_ratio", getattr(result.params, "region_band_ratio", None))
     return (float(zt) if zt is not None else scoring.DEFAULT_Z_THRESHOLD,
-            float(bz) if bz is not None else scoring.DEFAULT_BAND_Z)
+            float(rr) if rr is not None else scoring.DEFAULT_REGION_BAND_RATIO)
 
 
 PATTERN_TEXT = {
@@ -460,7 +460,9 @@ PATTERN_TEXT = {
 }
 
 
-def verdict_html(result, band_z: float) -> str:
+def verdict_html(result, region_band_ratio: float) -> str:
+    from . import scoring
+
     m = result.metrics or {}
     pattern = m.get("pattern")
     text = PATTERN_TEXT.get(pattern, "pattern not available")
@@ -484,8 +486,9 @@ def verdict_html(result, band_z: float) -> str:
         regs = [r for h in (m.get("hemispheres") or {}).values() for r in (h.get("regions") or {}).values()]
         n_meas = sum(1 for r in regs if r.get("measured"))
         parts.append(f"<p>Total regional grade: <b>{_e(tg)}</b> / 12 (3 regions \u00d7 2 hemispheres \u00d7 0-2, "
-                     f"{n_meas} of {len(regs)} regions measured; provisional: grade 1 from median z "
-                     f"\u2265 {_e(format(band_z, 'g'))}).</p>")
+                     f"{n_meas} of {len(regs)} regions measured; grade 1 from a bank / control ratio "
+                     f"\u2264 {_e(format(region_band_ratio, 'g'))}, grade 2 from "
+                     f"\u2264 {_e(format(scoring.GRADE2_RATIO, 'g'))}).</p>")
     n_warn = len(result.warnings or [])
     if n_warn:
         parts.append(f'<p class="warn">{n_warn} quality warning{"s" if n_warn != 1 else ""}: read them below '
@@ -583,13 +586,13 @@ footer{margin-top:2em;border-top:1px solid #ccc;font-size:.85em;color:#555}
 def render_html(result, convention: str = "radiological") -> str:
     """The whole report as one HTML string (figures embedded). ``result`` is not modified."""
     m = result.metrics or {}
-    z_thr, band_z = _thresholds(result)
+    z_thr, region_ratio = _thresholds(result)
     import matplotlib
 
     with matplotlib.rc_context({"font.size": 8}):  # restored on exit: no global state leaks
         slice_pngs, levels = slices_figures(result, z_thr, convention)
         grades_png = grades_figure(m)
-        profile_png = profile_figure(m, band_z)
+        profile_png = profile_figure(m, z_thr)
     warnings = list(dict.fromkeys(result.warnings or []))
     params = result.params.to_dict() if hasattr(result.params, "to_dict") else dict(result.params or {})
     versions = dict(m.get("versions") or {})
@@ -610,7 +613,7 @@ def render_html(result, convention: str = "radiological") -> str:
         f"<title>MotorBandSign report \u2014 {_e(name)}</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>MotorBandSign report</h1><p class=\"small\">Input: {_e(name)} \u00b7 generated {_e(now)}</p>",
-        verdict_html(result, band_z),
+        verdict_html(result, region_ratio),
         "<h2>Axial slices through the motor strip</h2>",
         f"<p class=\"small\">{_e(convention.capitalize())} convention: the L / R letters on each image are "
         "computed from the image's IJK-to-RAS matrix. Each level, top to bottom: SWI with the posterior-bank "

@@ -128,7 +128,31 @@ def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, contr
 
     grid = anatomy.labels
     if getattr(anatomy, "sulcus", None) is not None:
-        return _ribbon_from_sulcus(anatomy, hk)
+        rb = _ribbon_from_sulcus(anatomy, hk)
+        from . import sulci
+
+        conf = anatomy.sulcus.confidence
+        low = [side for side in ("left", "right") if anatomy.source == "atlas"
+               and (conf.get(side) is None or conf.get(side) < sulci.LOW_CONFIDENCE)]
+        if not low:
+            return rb
+        # where the sulcus found on the image is doubtful, the atlas's labels decide that side
+        import dataclasses
+
+        legacy = build_ribbon(dataclasses.replace(anatomy, sulcus=None), bank_depth_mm=bank_depth_mm,
+                              control_gap_mm=control_gap_mm, frontal_control_mm=frontal_control_mm,
+                              gm_threshold=gm_threshold, hand_knob_ras=hk)
+        out, dep = rb.labels.array.copy(), rb.depth.array.copy()
+        for side in low:
+            v = _BANK[side]
+            out[np.isin(out, (v, v + 2))] = 0
+            take = np.isin(legacy.labels.array, (v, v + 2)) & (out == 0)
+            out[take] = legacy.labels.array[take]
+            dep[take] = legacy.depth.array[take]
+        labels = grid.with_array(out, "ribbon")
+        info = dict(rb.info, atlas_sides=low)
+        return Ribbon(labels, regions_for(labels, anatomy, hand_knob_ras=hk), grid.with_array(dep, rb.depth.name),
+                      rb.warnings + legacy.warnings, info)
     lab = grid.array
     sp = grid.spacing_kji
     cortex = (anatomy.gm_prob.array >= gm_threshold) & (anatomy.brain_mask.array > 0)

@@ -10,17 +10,29 @@ import numpy as np
 
 from .heatmap import BANK, CONTROL, MIN_CONTROL_VOXELS, robust_reference
 
-#: A ribbon voxel counts as hypointense when its darkness z-score exceeds this value
-#: (z = 2: about 2.3 % of normally distributed control voxels exceed it one-sided).
+#: A ribbon voxel counts as hypointense (heatmap display and ``hypointense_fraction``) when its
+#: darkness z-score exceeds this value (z = 2: about 2.3 % of normally distributed control
+#: voxels exceed it one-sided). The band *call* does not use z (see below).
 DEFAULT_Z_THRESHOLD = 2.0
-#: A bank is called banded when the median darkness z of its voxels reaches this value: the
-#: typical bank voxel lies one robust SD below control cortex, a large effect (Cohen 1988,
-#: d >= 0.8 "large"). Provisional; see the detection benchmark for its operating point.
-DEFAULT_BAND_Z = 1.0
-#: Regional grade 2 ("marked") from this median z; 1 ("mild") from DEFAULT_BAND_Z. In the spirit
-#: of the 0-2 per region x hemisphere scales (MCLI; Zejlon et al. 2024, Ann Clin Transl Neurol
-#: 11:1280 use medial/intermediate/lateral regions); provisional thresholds.
-GRADE2_Z = 2.5
+#: The band call is on the ratio of medians, bank / matched control cortex, on bias-corrected
+#: SWI (``band_contrast``): a band is an iron-driven shift of the whole bank, 15-30 % darker than
+#: its control (R2*: Langkammer et al. 2010, Radiology 257:455; susceptibility: Langkammer et
+#: al. 2012, NeuroImage 62:1593; about 25 % darker magnitude at +0.05 ppm and TE 20 ms, BRIEF.md),
+#: while a voxel-wise z divides that shift by the spread of real cortex (partial volume with
+#: sulcal CSF, veins, folding), which is about half its median, and misses it.
+#: The thresholds below are the lower limits of the normal range of the ratio, learnt from
+#: no-band cases on individual brains by the documented procedure in
+#: Testing/benchmarks/calibrate.py (mean - 3 SD of no-band hemispheres / regions, pooled over the
+#: development brains; leave-one-brain-out numbers in the README). Research settings, not
+#: validated diagnostic cut-offs.
+DEFAULT_BAND_RATIO = 0.90
+#: The same for one somatotopic region (fewer voxels, so a wider normal range).
+DEFAULT_REGION_BAND_RATIO = 0.85
+#: Regional grade 2 ("marked") at or below this ratio; grade 1 ("mild") at or below the region
+#: threshold. In the spirit of the 0-2 per region x hemisphere scales (MCLI; Zejlon et al.
+#: 2024, Ann Clin Transl Neurol 11:1280, medial / intermediate / lateral regions): a bank a
+#: quarter darker than its control is what a 0.08 ppm band gives at TE 20 ms (BRIEF.md).
+GRADE2_RATIO = 0.75
 #: Fewest bank voxels (per region) to measure it; fewer -> "not measured" (e.g. out of
 #: coverage). 20 voxels keep the median's standard error under a quarter of the voxel SD
 #: (SE of a median ~ 1.25 SD / sqrt(n), Kenney & Keeping 1962) - a statistical floor, not a
@@ -61,37 +73,44 @@ def _stats(img, z_swi, z_mag, bank, ctrl, z_threshold, voxel_ml):
     return out
 
 
-def grade(z_median, band_z: float = DEFAULT_BAND_Z) -> int | None:
-    """Provisional 0-2 grade of a region from its median darkness z (None if not measured)."""
-    if z_median is None:
+def grade(contrast, region_band_ratio: float = DEFAULT_REGION_BAND_RATIO,
+          grade2_ratio: float = GRADE2_RATIO) -> int | None:
+    """0-2 grade of a region from its bank / control ratio (None if not measured)."""
+    if contrast is None:
         return None
-    return 2 if z_median >= GRADE2_Z else (1 if z_median >= band_z else 0)
+    return 2 if contrast <= min(grade2_ratio, region_band_ratio) else (1 if contrast <= region_band_ratio else 0)
 
 
-def laterality_index(z_left, z_right) -> float:
-    """(L - R) / (L + R) of the hypointensity (median z clipped at 0); + = left more affected."""
-    l, r = max(z_left or 0.0, 0.0), max(z_right or 0.0, 0.0)
+def laterality_index(contrast_left, contrast_right) -> float:
+    """(L - R) / (L + R) of the bank darkness (1 - bank/control ratio, clipped at 0);
+    + = left more affected."""
+    l = max(1.0 - contrast_left, 0.0) if contrast_left is not None else 0.0
+    r = max(1.0 - contrast_right, 0.0) if contrast_right is not None else 0.0
     return round((l - r) / (l + r), 3) if (l + r) > 0 else 0.0
 
 
 def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: np.ndarray | None,
           voxel_ml: float, *, z_mag: np.ndarray | None = None,
           wm_reference: np.ndarray | None = None, z_threshold: float = DEFAULT_Z_THRESHOLD,
-          band_z: float = DEFAULT_BAND_Z, diffuse_ratio: float = DIFFUSE_CORTEX_TO_WM,
-          spacing_kji=(1.0, 1.0, 1.0)) -> dict:
+          band_ratio: float = DEFAULT_BAND_RATIO, region_band_ratio: float = DEFAULT_REGION_BAND_RATIO,
+          diffuse_ratio: float = DIFFUSE_CORTEX_TO_WM, spacing_kji=(1.0, 1.0, 1.0)) -> dict:
     """Scores from bias-corrected SWI, its z-map and the ribbon.
 
-    Returns a dict with "pattern", "nonspecific_diffuse", "laterality_index", "total_grade" and
-    "hemispheres" -> side -> {band_present, band_contrast, hypointense_fraction, z_median,
-    volume_ml, grade, cortex_to_wm_ratio, regions -> name -> {...}}.
+    A region is banded when its bank / control ratio (``band_contrast``) is at or below
+    ``region_band_ratio``; a hemisphere when its whole bank's ratio is at or below
+    ``band_ratio`` or any of its regions is banded (a focal hand-knob band darkens a third of
+    the bank). Returns a dict with "pattern", "nonspecific_diffuse", "laterality_index",
+    "total_grade" and "hemispheres" -> side -> {band_present, band_contrast,
+    hypointense_fraction, z_median, volume_ml, grade, cortex_to_wm_ratio, regions -> name -> {...}}.
     """
     rib = np.asarray(ribbon)
     hemis = {}
     for side in ("left", "right"):
         bank, ctrl = rib == BANK[side], rib == CONTROL[side]
         h = _stats(swi_img, z_swi, z_mag, bank, ctrl, z_threshold, voxel_ml)
-        h["band_present"] = bool(h["measured"] and h["z_median"] >= band_z)
-        h["grade"] = grade(h["z_median"], band_z)
+        h["band_present"] = bool(h["measured"] and h["band_contrast"] is not None
+                                 and h["band_contrast"] <= band_ratio)
+        h["grade"] = grade(h["band_contrast"], band_ratio, min(GRADE2_RATIO, band_ratio))
         ratio = None
         if wm_reference is not None:
             wm = np.asarray(wm_reference) & np.isin(rib, (0,))
@@ -107,10 +126,13 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
                 if rctrl.sum() < MIN_CONTROL_VOXELS:
                     rctrl = ctrl  # the z-map falls back to the hemisphere's control the same way
                 r = _stats(swi_img, z_swi, z_mag, rbank, rctrl, z_threshold, voxel_ml)
-                r["band_present"] = bool(r["measured"] and r["z_median"] >= band_z)
-                r["grade"] = grade(r["z_median"], band_z)
+                r["band_present"] = bool(r["measured"] and r["band_contrast"] is not None
+                                         and r["band_contrast"] <= region_band_ratio)
+                r["grade"] = grade(r["band_contrast"], region_band_ratio)
                 regs[name] = r
         h["regions"] = regs
+        h["band_regions"] = [n for n, r in regs.items() if r["band_present"]]
+        h["band_present"] = bool(h["band_present"] or h["band_regions"])
         hemis[side] = h
     left, right = hemis["left"]["band_present"], hemis["right"]["band_present"]
     pattern = "bilateral" if (left and right) else "left" if left else "right" if right else "absent"
@@ -120,10 +142,12 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
     return {
         "pattern": pattern,
         "nonspecific_diffuse": diffuse,
-        "laterality_index": laterality_index(hemis["left"]["z_median"], hemis["right"]["z_median"]),
+        "laterality_index": laterality_index(hemis["left"]["band_contrast"], hemis["right"]["band_contrast"]),
         "total_grade": int(sum(grades)) if grades else None,
         "hemispheres": hemis,
-        "thresholds": {"z_threshold": z_threshold, "band_z": band_z, "grade2_z": GRADE2_Z,
+        "thresholds": {"statistic": "bank / control median ratio on bias-corrected SWI",
+                       "band_ratio": band_ratio, "region_band_ratio": region_band_ratio,
+                       "grade2_ratio": GRADE2_RATIO, "z_threshold": z_threshold,
                        "diffuse_cortex_to_wm": diffuse_ratio, "provisional": True},
     }
 
