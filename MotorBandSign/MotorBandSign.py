@@ -464,10 +464,10 @@ class MotorBandSignTest(ScriptedLoadableModuleTest):
         testing = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Testing")
         if testing not in sys.path:
             sys.path.insert(0, testing)
-        from phantoms import simulate as phantom
+        from phantoms import demo, individual
 
-        self.delayDisplay("Generating the bilateral phantom")
-        case = phantom.fixture("bilateral")
+        self.delayDisplay("Simulating the demo case (a bilateral band on an individual brain)")
+        case = individual.case(demo.DEMO)
         magnitude = mrml.node_from_volume(case.magnitude, slicer.mrmlScene, name="phantom magnitude")
         phase = mrml.node_from_volume(case.phase, slicer.mrmlScene, name="phantom phase")
 
@@ -493,8 +493,8 @@ class MotorBandSignTest(ScriptedLoadableModuleTest):
         before = result.metrics["hemispheres"]
         after = logic.remeasure(result, seg, None)
         self.assertFalse(after.metrics["hemispheres"]["left"]["measured"])
-        self.assertNotEqual(after.metrics["hemispheres"]["left"]["z_median"], before["left"]["z_median"])
-        self.assertEqual(after.metrics["hemispheres"]["right"]["z_median"], before["right"]["z_median"])
+        self.assertNotEqual(after.metrics["hemispheres"]["left"]["band_contrast"], before["left"]["band_contrast"])
+        self.assertEqual(after.metrics["hemispheres"]["right"]["band_contrast"], before["right"]["band_contrast"])
         self.assertIs(after.nodes["heatmap"], result.nodes["heatmap"])
         self.delayDisplay("Test passed")
 

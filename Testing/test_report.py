@@ -81,7 +81,7 @@ def make_result(direction=None, pattern_override=None, seed=0):
         phase_hp=grid.with_array(np.zeros(SHAPE, np.float32)), magnitude=grid.with_array(swi, "Case <7>"),
         brain_mask=grid.with_array(brain.astype(np.uint8)), ribbon=grid.with_array(rib, "Ribbon"),
         regions=grid.with_array(reg), heatmap=grid.with_array(zz, "z"), heatmap_magnitude=grid.with_array(zz),
-        metrics=metrics, warnings=list(WARNINGS), params=Parameters(z_threshold=2.0, band_z=1.0), qc=qc)
+        metrics=metrics, warnings=list(WARNINGS), params=Parameters(z_threshold=2.0, band_ratio=0.9), qc=qc)
 
 
 class _Collector(HTMLParser):
@@ -220,7 +220,7 @@ def test_warnings_escaped_and_qc(written):
     assert "Case &lt;7&gt;" in text and "Case <7>" not in text
     for s in ("siemens", "0.81", "residual wrap fraction", "0.0123", "SNR estimate"):
         assert s in body
-    assert "z_threshold" in body and "band_z" in body  # parameters
+    assert "z_threshold" in body and "band_ratio" in body  # parameters
     assert "total (s)" in body and "3.25" in body and "matplotlib" in body
 
 

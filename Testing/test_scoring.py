@@ -62,8 +62,14 @@ def test_bias_correction_flattens_a_smooth_gradient():
     assert np.all(out[~mask] == 0)
 
 
-@pytest.mark.parametrize("dl, dr, expected", [(0.15, 0.15, "bilateral"), (0.15, 0.0, "left"),
-                                              (0.0, 0.15, "right"), (0.0, 0.0, "absent")])
+# Darkenings chosen against the thresholds: a band whose bank / control ratio lies 0.05 below
+# the region threshold (grade 1), one below the grade-2 ratio (grade 2), none at all.
+MILD = 1.0 - (scoring.DEFAULT_REGION_BAND_RATIO - 0.05)
+MARKED = 1.0 - (scoring.GRADE2_RATIO - 0.05)
+
+
+@pytest.mark.parametrize("dl, dr, expected", [(MILD, MILD, "bilateral"), (MILD, 0.0, "left"),
+                                              (0.0, MILD, "right"), (0.0, 0.0, "absent")])
 def test_pattern_call(dl, dr, expected):
     rib, reg = _ribbon()
     img = _image(rib, dl, dr)
@@ -72,25 +78,54 @@ def test_pattern_call(dl, dr, expected):
     assert m["pattern"] == expected
     assert m["hemispheres"]["left"]["band_present"] == (dl > 0)
     assert m["hemispheres"]["right"]["band_present"] == (dr > 0)
+    assert m["thresholds"]["band_ratio"] == scoring.DEFAULT_BAND_RATIO
     if expected == "left":
         assert m["laterality_index"] == pytest.approx(1.0, abs=0.2)
-        assert m["hemispheres"]["left"]["band_contrast"] == pytest.approx(0.85, abs=0.02)
+        assert m["hemispheres"]["left"]["band_contrast"] == pytest.approx(1.0 - MILD, abs=0.02)
         assert m["hemispheres"]["left"]["hypointense_fraction"] > 0.8
         assert set(m["hemispheres"]["left"]["regions"]) == {"medial", "intermediate", "lateral"}
-        assert m["hemispheres"]["left"]["grade"] == 2
-        assert m["total_grade"] == 6
+        assert m["hemispheres"]["left"]["band_regions"] == ["medial", "intermediate", "lateral"]
+        assert m["hemispheres"]["left"]["grade"] == 1
+        assert m["total_grade"] == 3
+
+
+def test_marked_band_gets_grade_two():
+    rib, reg = _ribbon()
+    img = _image(rib, MARKED, 0.0)
+    m = scoring.score(img, heatmap.z_map(img, rib, reg), rib, reg, 0.001)
+    assert m["hemispheres"]["left"]["grade"] == 2
+    assert [r["grade"] for r in m["hemispheres"]["left"]["regions"].values()] == [2, 2, 2]
+    assert m["total_grade"] == 6
+
+
+def test_a_shift_the_voxel_spread_hides_is_still_called():
+    """Real cortex is heterogeneous (sulcal CSF, veins, folding): control SD about half the
+    median. A bank 25 % darker then has a median z of only ~0.5, yet the ratio call finds it."""
+    rib, reg = _ribbon()
+    img = _image(rib, 0.25, 0.0, sd=0.5, seed=3)
+    img = np.abs(img)
+    m = scoring.score(img, heatmap.z_map(img, rib, reg), rib, reg, 0.001)
+    left = m["hemispheres"]["left"]
+    assert left["z_median"] < 1.0
+    assert left["band_contrast"] < scoring.DEFAULT_BAND_RATIO and left["band_present"]
+    assert m["pattern"] == "left"
 
 
 def test_regional_band_only_in_its_region():
     rib, reg = _ribbon()
     img = _image(rib)
-    img[(rib == 1) & (reg == 2)] -= 0.1
+    img[(rib == 1) & (reg == 2)] -= MILD
     z = heatmap.z_map(img, rib, reg)
     m = scoring.score(img, z, rib, reg, 0.001)
-    regs = m["hemispheres"]["left"]["regions"]
-    assert regs["intermediate"]["band_present"] and regs["intermediate"]["grade"] >= 1
+    left = m["hemispheres"]["left"]
+    regs = left["regions"]
+    assert regs["intermediate"]["band_present"] and regs["intermediate"]["grade"] == 1
     assert not regs["medial"]["band_present"] and not regs["lateral"]["band_present"]
     assert regs["medial"]["grade"] == 0
+    # the whole bank's median is normal (two thirds of it are), the region call finds the band
+    assert left["band_contrast"] > scoring.DEFAULT_BAND_RATIO
+    assert left["band_present"] and left["band_regions"] == ["intermediate"]
+    assert m["pattern"] == "left"
 
 
 def test_diffuse_flag_uses_cortex_to_white_matter_ratio():
@@ -118,11 +153,13 @@ def test_region_outside_coverage_is_not_measured():
 
 
 def test_laterality_and_grade_helpers():
-    assert scoring.laterality_index(2.0, 0.0) == 1.0
-    assert scoring.laterality_index(0.0, 2.0) == -1.0
-    assert scoring.laterality_index(-1.0, -1.0) == 0.0
-    assert scoring.laterality_index(3.0, 1.0) == 0.5
-    assert [scoring.grade(z) for z in (None, 0.2, 1.5, 3.0)] == [None, 0, 1, 2]
+    assert scoring.laterality_index(0.8, 1.0) == 1.0
+    assert scoring.laterality_index(1.0, 0.8) == -1.0
+    assert scoring.laterality_index(1.05, 1.1) == 0.0
+    assert scoring.laterality_index(0.7, 0.9) == 0.5
+    assert scoring.laterality_index(None, 0.8) == -1.0
+    r, g2 = scoring.DEFAULT_REGION_BAND_RATIO, scoring.GRADE2_RATIO
+    assert [scoring.grade(c) for c in (None, r + 0.01, r, g2 - 0.01)] == [None, 0, 1, 2]
 
 
 def test_profiles_bin_by_height():

@@ -33,7 +33,7 @@ def test_parameter_specs_cover_every_field_with_resolved_defaults():
     assert by_name["handedness"].choices == tuple(HANDEDNESS)
     assert by_name["echo_times"].gui_type is str and by_name["echo_times"].kind == "text-tuple"
     assert by_name["softplus"].gui_type is bool
-    for name in ("mask_power", "mip_slab_mm", "bank_depth_mm", "z_threshold", "band_z", "diffuse_ratio"):
+    for name in ("mask_power", "mip_slab_mm", "bank_depth_mm", "z_threshold", "band_ratio", "region_band_ratio", "diffuse_ratio"):
         assert by_name[name].gui_type is float and by_name[name].default == pytest.approx(getattr(resolved, name))
     assert by_name["homodyne_window"].gui_type is int and by_name["homodyne_window"].default == resolved.homodyne_window
     assert by_name["highpass"].default == resolved.highpass and by_name["highpass"].choices
@@ -117,7 +117,7 @@ def run(bilateral_case):
     mag_before = mrml.volume_from_node(mag).array.copy()
     logic = slicer_logic.NodeLogic()
     steps = []
-    result = logic.process(mag, ph, Parameters(), progress=lambda f, msg: steps.append((f, msg)),
+    result = logic.process(mag, ph, Parameters(localisation="atlas"), progress=lambda f, msg: steps.append((f, msg)),
                            cancel=lambda: False)
     return {"case": case, "scene": scene, "view": view, "mag": mag, "ph": ph, "logic": logic,
             "result": result, "steps": steps, "mag_before": mag_before}
@@ -181,7 +181,7 @@ def test_process_shows_results_in_the_slice_view(run):
     # the view is centred on the hand knob of the more affected side
     assert res.focus_ras is not None
     h = res.metrics["hemispheres"]
-    side = max(("left", "right"), key=lambda s: h[s]["z_median"])
+    side = min(("left", "right"), key=lambda s: h[s]["band_contrast"])
     assert (res.focus_ras[0] < 0) == (side == "left")  # RAS: left is negative x
     sn = run["view"].GetSliceNode()
     centre = [sn.GetSliceToRAS().GetElement(r, 3) for r in range(3)]
@@ -271,7 +271,7 @@ def test_given_ribbon_segmentation_skips_localisation_and_fills_chosen_outputs(r
                                           run["mag"], scene, name="ribbon from last week")
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", "my table")
     heat = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my heatmap")
-    res = run["logic"].process(run["mag"], run["ph"], Parameters(), segmentationNode=given,
+    res = run["logic"].process(run["mag"], run["ph"], Parameters(localisation="atlas"), segmentationNode=given,
                                outputs={"table": table, "heatmap": heat, "segmentation": None})
     assert res.result.qc["localisation"] == "segmentation"
     assert np.array_equal(res.result.ribbon.array, original.ribbon.array)

@@ -65,8 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--mask-type", choices=["negative", "positive", "tanh"])
     r.add_argument("--mask-power", type=float)
     r.add_argument("--mip-slab-mm", type=float)
+    r.add_argument("--localisation", default="sulcal", choices=["sulcal", "atlas"],
+                   help="sulcal: the subject's own central sulcus (default); atlas: the registered atlas labels")
     r.add_argument("--bank-depth-mm", type=float)
-    r.add_argument("--z-threshold", type=float)
+    r.add_argument("--z-threshold", type=float, help="heatmap threshold (display and hypointense fraction)")
+    r.add_argument("--band-ratio", type=float, metavar="RATIO",
+                   help="bank/control median ratio at or below which a hemisphere is called banded")
+    r.add_argument("--region-band-ratio", type=float, metavar="RATIO",
+                   help="the same for one region (medial / intermediate / lateral)")
     r.add_argument("--no-scene", action="store_true", help="skip writing scene.mrb")
 
     m = sub.add_parser("measure", help="re-measure an output directory with an edited ribbon")
@@ -82,7 +88,8 @@ def _params_from_args(a):
     return Parameters(
         phase_units=a.phase_units, handedness=a.handedness, echo_times=tuple(a.te), highpass=a.highpass,
         mask_type=a.mask_type, mask_power=a.mask_power, mip_slab_mm=a.mip_slab_mm,
-        bank_depth_mm=a.bank_depth_mm, z_threshold=a.z_threshold, labels=a.labels)
+        localisation=a.localisation, bank_depth_mm=a.bank_depth_mm, z_threshold=a.z_threshold, band_ratio=a.band_ratio,
+        region_band_ratio=a.region_band_ratio, labels=a.labels)
 
 
 def _summary(result, out: Path) -> str:
@@ -91,8 +98,10 @@ def _summary(result, out: Path) -> str:
     for side in ("left", "right"):
         h = m["hemispheres"][side]
         if h.get("measured"):
-            lines.append(f"  {side:5s}: band {'present' if h['band_present'] else 'absent':7s}  z_median {h['z_median']:+.2f}  "
-                         f"contrast {h['band_contrast']:.3f}  hypointense {100 * h['hypointense_fraction']:.0f}%")
+            regs = ", ".join(h.get("band_regions") or []) or "-"
+            lines.append(f"  {side:5s}: band {'present' if h['band_present'] else 'absent':7s}  bank/control "
+                         f"{h['band_contrast']:.3f}  banded regions {regs}  z_median {h['z_median']:+.2f}  "
+                         f"hypointense {100 * h['hypointense_fraction']:.0f}%")
         else:
             lines.append(f"  {side:5s}: not measured")
     for w in m.get("warnings", []):

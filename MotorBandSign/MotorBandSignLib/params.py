@@ -16,6 +16,10 @@ PHASE_UNITS = ("auto", "radians", "degrees", "siemens")
 HANDEDNESS = ("right", "left")
 HIGHPASS = ("homodyne", "unwrap")
 MASK_TYPES = ("negative", "positive", "tanh")
+#: Where the posterior bank comes from on the atlas route: "sulcal" = the subject's own central
+#: sulcus found on the image, the atlas saying which sulcus it is (issue 11); "atlas" = the
+#: registered atlas labels themselves (the first wave's route).
+LOCALISATION = ("sulcal", "atlas")
 
 
 def _defaults():
@@ -56,7 +60,9 @@ class Parameters:
     mask_power: float | None = None
     softplus: bool = False
     mip_slab_mm: float | None = None
-    # Ribbon (ribbon.py)
+    # Ribbon (ribbon.py, sulci.py)
+    #: "sulcal" (default) or "atlas"; see LOCALISATION.
+    localisation: str = "sulcal"
     bank_depth_mm: float | None = None
     # Verdict (scoring.py)
     z_threshold: float | None = None
@@ -90,6 +96,7 @@ class Parameters:
         check("handedness", HANDEDNESS)
         check("highpass", HIGHPASS)
         check("mask_type", MASK_TYPES)
+        check("localisation", LOCALISATION)
         for name in ("mask_power", "mip_slab_mm", "bank_depth_mm", "homodyne_window"):
             v = getattr(self, name)
             if v is not None and not v > 0:

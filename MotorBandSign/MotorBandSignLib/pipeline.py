@@ -82,6 +82,8 @@ class Result:
     gm_prob: np.ndarray | None = None
     wm_prob: np.ndarray | None = None
     depth: np.ndarray | None = None
+    #: Cortex sampled by the diffuse flag when it is not the ribbon's control (sulcal route).
+    diffuse_labels: np.ndarray | None = None
 
 
 def checked_ribbon_labels(array: np.ndarray, name: str) -> np.ndarray:
@@ -212,13 +214,15 @@ def measure(result_like: dict, ribbon_vol: Volume, regions_vol: Volume, p: Param
     depth = result_like.get("depth")
     z_swi = heatmap.z_map(result_like["swi_corrected"], rib, reg, depth)
     z_mag = heatmap.z_map(result_like["magnitude_corrected"], rib, reg, depth)
-    wm = _wm_reference(rib, result_like["brain"], ribbon_vol.spacing_kji, result_like.get("wm_prob"),
-                       result_like.get("gm_prob"))
+    dlab = result_like.get("diffuse_labels")
+    wm = _wm_reference(rib if dlab is None else dlab, result_like["brain"], ribbon_vol.spacing_kji,
+                       result_like.get("wm_prob"), result_like.get("gm_prob"))
     voxel_ml = float(np.prod(ribbon_vol.spacing)) / 1000.0
     metrics = scoring.score(result_like["swi_corrected"], z_swi, rib, reg, voxel_ml, z_mag=z_mag,
                             wm_reference=wm, z_threshold=p.z_threshold, band_ratio=p.band_ratio,
                             region_band_ratio=p.region_band_ratio,
-                            diffuse_ratio=p.diffuse_ratio, spacing_kji=ribbon_vol.spacing_kji)
+                            diffuse_ratio=p.diffuse_ratio, spacing_kji=ribbon_vol.spacing_kji,
+                            diffuse_labels=dlab)
     # Height (RAS S) of the ribbon voxels only: the profiles need nothing else.
     superior = np.zeros(rib.shape, np.float32)
     kk, jj, ii = np.nonzero(rib)
@@ -298,6 +302,7 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
     _check(cancel)
 
     anat = None
+    diffuse_labels = None
     if inputs.ribbon is not None:
         say(0.35, "Using the given ribbon segmentation")
         rib_v = grid.with_array(checked_ribbon_labels(inputs.ribbon.array, inputs.ribbon.name), "Ribbon")
@@ -308,7 +313,7 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
         say(0.35, "Locating the precentral and postcentral gyri")
         anat = anatomy_mod.localize(
             mag_v, brain_v, t1=inputs.t1, parcellation=inputs.parcellation, label_table=p.labels,
-            hand_knob_ras=inputs.hand_knob_ras,
+            hand_knob_ras=inputs.hand_knob_ras, sulcal=p.localisation == "sulcal",
             progress=lambda f, m: say(0.35 + 0.4 * f, m))
         warnings.extend(anat.warnings)
         qc["localisation"] = anat.source
@@ -322,6 +327,10 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
         rb = ribbon_mod.build_ribbon(anat, bank_depth_mm=p.bank_depth_mm, hand_knob_ras=inputs.hand_knob_ras)
         rib_v, reg_v = rb.labels, rb.regions
         depth = rb.depth.array if rb.depth is not None else None
+        if getattr(anat, "sulcus", None) is not None:
+            # the diffuse flag samples the atlas route's control cortex (see scoring.DIFFUSE_CORTEX_TO_WM)
+            legacy = ribbon_mod.build_ribbon(dataclasses.replace(anat, sulcus=None))
+            diffuse_labels = legacy.labels.array
         warnings.extend(rb.warnings)
         warnings.extend(_handedness_warning(php_v.array, anat.labels.array, qc))
     step("ribbon")
@@ -333,7 +342,8 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
     swi_c = heatmap.bias_corrected(swi_v.array, brain, mag.spacing_kji)
     mag_c = heatmap.bias_corrected(mag_v.array, brain, mag.spacing_kji)
     cache = {"swi_corrected": swi_c, "magnitude_corrected": mag_c, "brain": brain, "depth": depth,
-             "gm_prob": gm.array if gm is not None else None, "wm_prob": wm.array if wm is not None else None}
+             "gm_prob": gm.array if gm is not None else None, "wm_prob": wm.array if wm is not None else None,
+             "diffuse_labels": diffuse_labels}
     z_swi, z_mag, metrics = measure(cache, rib_v, reg_v, p)
     warnings.extend(_coverage_warnings(metrics))
     step("scoring")
@@ -346,7 +356,7 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
         heatmap_magnitude=grid.with_array(z_mag, "Hypointensity z (magnitude)"), metrics=metrics,
         warnings=warnings, params=p, anatomy=anat, qc=qc, timings=timings,
         swi_corrected=swi_c, magnitude_corrected=mag_c, gm_prob=cache["gm_prob"], wm_prob=cache["wm_prob"],
-        depth=depth)
+        depth=depth, diffuse_labels=diffuse_labels)
 
 
 def _finish_metrics(metrics, warnings, p, qc, timings):
@@ -398,7 +408,7 @@ def remeasure(result: Result, ribbon_labels: Volume, params: Parameters | None =
     depth = _depth_for(rib, result.depth)
     cache = {"swi_corrected": result.swi_corrected, "magnitude_corrected": result.magnitude_corrected,
              "brain": result.brain_mask.array > 0, "gm_prob": result.gm_prob, "wm_prob": result.wm_prob,
-             "depth": depth}
+             "depth": depth, "diffuse_labels": result.diffuse_labels}
     z_swi, z_mag, metrics = measure(cache, rib_v, reg_v, p)
     warnings = [w for w in result.warnings if "could not be measured" not in w and "outside the coverage" not in w]
     warnings += _coverage_warnings(metrics)

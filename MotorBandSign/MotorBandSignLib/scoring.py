@@ -21,13 +21,14 @@ DEFAULT_Z_THRESHOLD = 2.0
 #: while a voxel-wise z divides that shift by the spread of real cortex (partial volume with
 #: sulcal CSF, veins, folding), which is about half its median, and misses it.
 #: The thresholds below are the lower limits of the normal range of the ratio, learnt from
-#: no-band cases on individual brains by the documented procedure in
-#: Testing/benchmarks/calibrate.py (mean - 3 SD of no-band hemispheres / regions, pooled over the
-#: development brains; leave-one-brain-out numbers in the README). Research settings, not
-#: validated diagnostic cut-offs.
-DEFAULT_BAND_RATIO = 0.90
+#: no-band cases (normal, ageing-like diffuse) on individual brains by the procedure in
+#: Testing/benchmarks/bench_individual.py: mean - 3 SD of the no-band hemispheres (regions),
+#: pooled over the development brains (clabtoolkit's subject and pycortex S1, two seeds each);
+#: the leave-one-brain-out numbers are in the README. Research settings, not validated
+#: diagnostic cut-offs.
+DEFAULT_BAND_RATIO = 0.892
 #: The same for one somatotopic region (fewer voxels, so a wider normal range).
-DEFAULT_REGION_BAND_RATIO = 0.85
+DEFAULT_REGION_BAND_RATIO = 0.832
 #: Regional grade 2 ("marked") at or below this ratio; grade 1 ("mild") at or below the region
 #: threshold. In the spirit of the 0-2 per region x hemisphere scales (MCLI; Zejlon et al.
 #: 2024, Ann Clin Transl Neurol 11:1280, medial / intermediate / lateral regions): a bank a
@@ -38,15 +39,18 @@ GRADE2_RATIO = 0.75
 #: (SE of a median ~ 1.25 SD / sqrt(n), Kenney & Keeping 1962) - a statistical floor, not a
 #: clinical one. The control side uses heatmap.MIN_CONTROL_VOXELS, the floor of the z-map.
 MIN_REGION_VOXELS = 20
-#: Control cortex this much darker than juxtacortical white matter on (bias-corrected) SWI means
-#: diffusely dark cortex (ageing-like). The normal ratio depends on the protocol: for a standard
-#: 3 T SWI (TR 28 ms, flip 15 deg, TE 20 ms; Haacke et al. 2009, AJNR 30:19) literature tissue
-#: values (PD GM 0.80 / WM 0.69, Neeb et al. 2006, NeuroImage 31:1156; T1 1.82 / 1.08 s,
-#: Stanisz et al. 2005, MRM 54:507; T2* 52 / 45 ms, Peters et al. 2007, MRI 25:748) predict
-#: GM/WM = 0.89 from the Ernst and T2* factors, and lower flip angles give higher ratios. Cortex
-#: below 0.88 of WM is therefore darker than normal cortex on common protocols. Provisional,
-#: protocol dependent; the ``diffuse_ratio`` parameter overrides it.
-DIFFUSE_CORTEX_TO_WM = 0.88
+#: Cortex this much darker than juxtacortical white matter on (bias-corrected) SWI means
+#: diffusely dark cortex (ageing-like: cortical susceptibility rises by ~0.03 ppm from young to
+#: old adulthood, Li W et al. 2014, Hum Brain Mapp 35:2698). The cortex sampled is the atlas
+#: route's control cortex (postcentral, anterior lip of the precentral gyrus, adjacent frontal
+#: cortex, by the registered grey-matter prior), not the facing wall of the sulcus, whose sulcal
+#: CSF partial volume varies from brain to brain. The ratio depends on the protocol (a standard
+#: 3 T SWI, TR 28 ms / flip 15 deg / TE 20 ms, predicts GM/WM ~0.89 from literature tissue
+#: values: Neeb et al. 2006; Stanisz et al. 2005; Peters et al. 2007). Fixed like the band
+#: thresholds: the lower limit (mean - 3 SD) of the ratio in the no-band, not-ageing cases of the
+#: development brains, two seeds each (0.895 +- 0.017; ageing cases 0.80-0.82;
+#: Testing/benchmarks/bench_individual.py). Protocol dependent; ``diffuse_ratio`` overrides it.
+DIFFUSE_CORTEX_TO_WM = 0.845
 
 REGION_NAMES = {1: "medial", 2: "intermediate", 3: "lateral"}
 #: Profile bin along the gyrus (mm of height): about a third of the hand knob's extent
@@ -93,7 +97,8 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
           voxel_ml: float, *, z_mag: np.ndarray | None = None,
           wm_reference: np.ndarray | None = None, z_threshold: float = DEFAULT_Z_THRESHOLD,
           band_ratio: float = DEFAULT_BAND_RATIO, region_band_ratio: float = DEFAULT_REGION_BAND_RATIO,
-          diffuse_ratio: float = DIFFUSE_CORTEX_TO_WM, spacing_kji=(1.0, 1.0, 1.0)) -> dict:
+          diffuse_ratio: float = DIFFUSE_CORTEX_TO_WM, spacing_kji=(1.0, 1.0, 1.0),
+          diffuse_labels: np.ndarray | None = None) -> dict:
     """Scores from bias-corrected SWI, its z-map and the ribbon.
 
     A region is banded when its bank / control ratio (``band_contrast``) is at or below
@@ -102,8 +107,12 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
     the bank). Returns a dict with "pattern", "nonspecific_diffuse", "laterality_index",
     "total_grade" and "hemispheres" -> side -> {band_present, band_contrast,
     hypointense_fraction, z_median, volume_ml, grade, cortex_to_wm_ratio, regions -> name -> {...}}.
+
+    ``diffuse_labels`` (ribbon-style labels, 3/4 = left/right cortex) is the cortex sampled for
+    the diffuse flag when it differs from the ribbon's control (default: the control itself).
     """
     rib = np.asarray(ribbon)
+    dlab = rib if diffuse_labels is None else np.asarray(diffuse_labels)
     hemis = {}
     for side in ("left", "right"):
         bank, ctrl = rib == BANK[side], rib == CONTROL[side]
@@ -113,10 +122,11 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
         h["grade"] = grade(h["band_contrast"], band_ratio, min(GRADE2_RATIO, band_ratio))
         ratio = None
         if wm_reference is not None:
-            wm = np.asarray(wm_reference) & np.isin(rib, (0,))
-            side_wm = wm & _same_side(rib, side, wm, spacing_kji)
-            if ctrl.sum() >= MIN_CONTROL_VOXELS and side_wm.sum() >= MIN_CONTROL_VOXELS:
-                ratio = round(float(np.median(swi_img[ctrl]) / np.median(swi_img[side_wm])), 4)
+            dctrl = dlab == CONTROL[side]
+            wm = np.asarray(wm_reference) & np.isin(rib, (0,)) & np.isin(dlab, (0,))
+            side_wm = wm & _same_side(dlab, side, wm, spacing_kji)
+            if dctrl.sum() >= MIN_CONTROL_VOXELS and side_wm.sum() >= MIN_CONTROL_VOXELS:
+                ratio = round(float(np.median(swi_img[dctrl]) / np.median(swi_img[side_wm])), 4)
         h["cortex_to_wm_ratio"] = ratio
         regs = {}
         if regions is not None:

@@ -48,7 +48,8 @@ def _choices() -> dict:
 
     out = {}
     for name, const in (("phase_units", "PHASE_UNITS"), ("handedness", "HANDEDNESS"),
-                        ("highpass", "HIGHPASS"), ("mask_type", "MASK_TYPES")):
+                        ("highpass", "HIGHPASS"), ("mask_type", "MASK_TYPES"),
+                        ("localisation", "LOCALISATION")):
         values = getattr(params_mod, const, None)
         if values:
             out[name] = tuple(values)
@@ -253,7 +254,7 @@ def focus_point(result) -> tuple | None:
     sides = [s for s in ("left", "right") if hemis.get(s, {}).get("measured")]
     if not sides:
         return None
-    side = max(sides, key=lambda s: hemis[s].get("z_median") or -np.inf)
+    side = min(sides, key=lambda s: hemis[s].get("band_contrast") if hemis[s].get("band_contrast") is not None else np.inf)
     bank_value = {"left": 1, "right": 2}[side]
     bank = result.ribbon.array == bank_value
     if result.regions is not None:
