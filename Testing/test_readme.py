@@ -62,7 +62,7 @@ def test_demo_script_writes_the_files_make_demo_reads(tmp_path, capsys):
     out = tmp_path / "demo-case"
     assert demo.main(["--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    for name in ("magnitude", "phase", "truth", "truth_regions", "anatomy", "chi"):
+    for name in ("magnitude", "phase", "truth", "truth_regions", "band", "parcellation", "t1"):
         assert (out / f"{name}.nii.gz").stat().st_size > 0, name
     assert (out / "case.json").is_file()
     assert str(out / "magnitude.nii.gz") in printed and str(out / "phase.nii.gz") in printed
@@ -70,10 +70,10 @@ def test_demo_script_writes_the_files_make_demo_reads(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_console_example_runs(tmp_path, monkeypatch):
-    from phantoms import simulate
+    from phantoms import demo
 
     # load_demo_nodes reads the demo case `make demo` writes; here the simulator writes it.
-    simulate.demo_case(tmp_path / "demo-case")
+    demo.write_demo(tmp_path / "demo-case")
     monkeypatch.setenv("MOTORBANDSIGN_DEMO_DIR", str(tmp_path / "demo-case"))
     monkeypatch.chdir(tmp_path)
     block = _blocks()[0]

@@ -33,7 +33,7 @@ def run_atlas(magnitude: Volume):
     t0 = time.perf_counter()
     mask = anatomy.brain_mask(magnitude)
     calls = []
-    anat = anatomy.localize(magnitude, mask, progress=lambda f, m: calls.append((f, m)))
+    anat = anatomy.localize(magnitude, mask, sulcal=False, progress=lambda f, m: calls.append((f, m)))
     anat.info["progress_calls"] = calls
     rib = ribbon.build_ribbon(anat)
     return anat, rib, time.perf_counter() - t0

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
         case = phantom.demo_case()
     shape = case.magnitude.shape
     t0 = time.perf_counter()
-    res = pipeline.run(pipeline.Inputs(magnitude=case.magnitude, phase=case.phase), Parameters())
+    res = pipeline.run(pipeline.Inputs(magnitude=case.magnitude, phase=case.phase), Parameters(localisation="atlas"))
     t_run = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as d:
         t1 = time.perf_counter()

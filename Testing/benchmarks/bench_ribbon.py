@@ -34,7 +34,7 @@ def run_case(name: str) -> dict:
     case = phantom.fixture(name)
     t0 = time.perf_counter()
     mask = anatomy.brain_mask(case.magnitude)
-    anat = anatomy.localize(case.magnitude, mask)
+    anat = anatomy.localize(case.magnitude, mask, sulcal=False)
     t_loc = time.perf_counter() - t0
     rib = ribbon.build_ribbon(anat)
     secs = time.perf_counter() - t0

@@ -113,34 +113,18 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-try:  # imported as phantoms.brain_clab (Testing on sys.path) or as a top-level module
-    from .brains import (
-        ASEG,
-        NUCLEI,
-        LabelledBrain,
-        cache_dir,
-        dk_code,
-        load_npz,
-        region_coordinate,
-        region_of,
-        save_npz,
-        synthetic_t1w,
-    )
-    from .fetch import package_dir
-except ImportError:  # pragma: no cover
-    from brains import (  # type: ignore[no-redef]
-        ASEG,
-        NUCLEI,
-        LabelledBrain,
-        cache_dir,
-        dk_code,
-        load_npz,
-        region_coordinate,
-        region_of,
-        save_npz,
-        synthetic_t1w,
-    )
-    from fetch import package_dir  # type: ignore[no-redef]
+from .brains import (
+    cached,
+    ASEG,
+    NUCLEI,
+    LabelledBrain,
+    cache_dir,
+    dk_code,
+    region_coordinate,
+    region_of,
+    synthetic_t1w,
+)
+from .fetch import package_dir
 
 __all__ = ["VERSION", "load", "build"]
 
@@ -177,14 +161,7 @@ def cache_path() -> Path:
 
 def load(rebuild: bool = False) -> LabelledBrain:
     """The clab brain (built once, ~1-2 min, then read from the .npz cache in a few seconds)."""
-    path = cache_path()
-    if not rebuild:
-        brain = load_npz(path, VERSION)
-        if brain is not None:
-            return brain
-    brain = build()
-    save_npz(brain, path, VERSION, denom=SUB**3)
-    return brain
+    return cached(cache_path(), VERSION, build, SUB**3, rebuild)
 
 
 def source_files() -> tuple[Path, Path]:

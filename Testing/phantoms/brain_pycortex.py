@@ -171,13 +171,8 @@ _SVG = "{http://www.w3.org/2000/svg}"
 _INK_LABEL = "{http://www.inkscape.org/namespaces/inkscape}label"
 
 
-try:  # imported as phantoms.brain_pycortex (Testing on sys.path) or as a top-level module
-    from .brains import REGION_EDGES, LabelledBrain, cache_dir, kji_to_ras, load_npz, region_coordinate, save_npz
-    from .fetch import package_dir
-except ImportError:  # pragma: no cover
-    from brains import (  # type: ignore[no-redef]
-        REGION_EDGES, LabelledBrain, cache_dir, kji_to_ras, load_npz, region_coordinate, save_npz)
-    from fetch import package_dir  # type: ignore[no-redef]
+from .brains import REGION_EDGES, LabelledBrain, cache_dir, cached, kji_to_ras, region_coordinate
+from .fetch import package_dir
 
 __all__ = ["VERSION", "load", "build"]
 
@@ -942,11 +937,4 @@ def _quantise(gm, wm, csf, denom=FRACTION_DENOM):
 
 def load(rebuild: bool = False) -> LabelledBrain:
     """The pycortex S1 brain: built once (~1 min), then read from the .npz cache (seconds)."""
-    path = cache_path()
-    if not rebuild:
-        brain = load_npz(path, VERSION)
-        if brain is not None:
-            return brain
-    brain = build()
-    save_npz(brain, path, VERSION, denom=FRACTION_DENOM)
-    return brain
+    return cached(cache_path(), VERSION, build, FRACTION_DENOM, rebuild)

@@ -51,6 +51,7 @@ __all__ = [
     "synthetic_t1w",
     "save_npz",
     "load_npz",
+    "cached",
     "load",
 ]
 
@@ -290,6 +291,17 @@ def load_npz(path: Path, version: str | None = None) -> LabelledBrain | None:
             )
     except (OSError, KeyError, ValueError, EOFError):
         return None
+
+
+def cached(path: Path, version: str, build, denom: int, rebuild: bool = False) -> "LabelledBrain":
+    """The brain saved at ``path`` for ``version``, or ``build()`` saved there first."""
+    if not rebuild:
+        brain = load_npz(path, version)
+        if brain is not None:
+            return brain
+    brain = build()
+    save_npz(brain, path, version, denom=denom)
+    return brain
 
 
 # ---------------------------------------------------------------- dispatch

@@ -32,7 +32,6 @@ numbers) and T1w, posed like the brain, for the ``--parcellation`` and ``--t1`` 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -58,7 +57,7 @@ REGION_CODES = sim.REGION_CODES
 
 
 @dataclass
-class IndividualConfig:
+class IndividualConfig(sim.ConfigMixin):
     """Everything that defines an individual-anatomy case (same config -> same case)."""
 
     brain: str = "clab"
@@ -91,20 +90,9 @@ class IndividualConfig:
         if self.phase_units not in ("radians", "siemens"):
             raise InputError(f"phase_units must be 'radians' or 'siemens', got {self.phase_units!r}")
 
-    @property
-    def echo_times(self) -> tuple:
-        return tuple(float(t) for t in np.atleast_1d(self.te_s))
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = [float(x) for x in v]
-        return d
-
     def key(self) -> str:
-        s = json.dumps(self.to_dict(), sort_keys=True) + CODE_VERSION
-        return hashlib.sha1(s.encode()).hexdigest()[:16]
+        """Cache key: a hash of the config and :data:`CODE_VERSION`."""
+        return self.hash_with(CODE_VERSION)
 
 
 @dataclass
@@ -345,25 +333,13 @@ def _cache_path(cfg: IndividualConfig, brain=None):
 
 
 def save_case(case: IndividualCase, path) -> None:
-    data = {}
-    for n in IndividualCase.VOLUMES:
-        v = getattr(case, n)
-        data[f"{n}__array"] = v.array
-        data[f"{n}__affine"] = v.ijk_to_ras
-        data[f"{n}__meta"] = np.array(json.dumps({"name": v.name, "meta": v.meta}))
-    data["case__json"] = np.array(json.dumps({"expected_pattern": case.expected_pattern,
-                                              "nonspecific_diffuse": case.nonspecific_diffuse,
-                                              "params": case.params}))
-    sim._write_npz_fast(path, data)
+    sim.save_volumes_npz(path, {n: getattr(case, n) for n in IndividualCase.VOLUMES},
+                         {"expected_pattern": case.expected_pattern, "nonspecific_diffuse": case.nonspecific_diffuse,
+                          "params": case.params})
 
 
 def load_case(path, cfg: IndividualConfig) -> IndividualCase:
-    with np.load(path, allow_pickle=False) as z:
-        vols = {}
-        for n in IndividualCase.VOLUMES:
-            m = json.loads(str(z[f"{n}__meta"]))
-            vols[n] = Volume(z[f"{n}__array"], z[f"{n}__affine"], m["name"], m["meta"])
-        info = json.loads(str(z["case__json"]))
+    vols, info = sim.load_volumes_npz(path, IndividualCase.VOLUMES)
     return IndividualCase(**vols, expected_pattern=info["expected_pattern"],
                           nonspecific_diffuse=info["nonspecific_diffuse"], params=info["params"], config=cfg)
 

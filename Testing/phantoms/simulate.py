@@ -122,8 +122,50 @@ REGION_CHOICES = (None, "medial", "intermediate", "lateral")
 REGION_CODES = {"medial": 1, "intermediate": 2, "lateral": 3}
 
 
+class ConfigMixin:
+    """What the phantom configs share: echo times, a JSON form and a cache hash."""
+
+    @property
+    def echo_times(self) -> tuple:
+        return tuple(float(t) for t in np.atleast_1d(self.te_s))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = [float(x) for x in v]
+        return d
+
+    def hash_with(self, code_version: str) -> str:
+        """SHA-1 (16 hex digits) of the config's JSON and ``code_version``."""
+        s = json.dumps(self.to_dict(), sort_keys=True) + code_version
+        return hashlib.sha1(s.encode()).hexdigest()[:16]
+
+
+def save_volumes_npz(path, volumes: dict, info: dict) -> None:
+    """Volumes (name -> Volume) and a JSON-serialisable ``info`` in one .npz (atomic)."""
+    data = {}
+    for n, v in volumes.items():
+        data[f"{n}__array"] = v.array
+        data[f"{n}__affine"] = v.ijk_to_ras
+        data[f"{n}__meta"] = np.array(json.dumps({"name": v.name, "meta": v.meta}))
+    data["case__json"] = np.array(json.dumps(info))
+    _write_npz_fast(Path(path), data)
+
+
+def load_volumes_npz(path, names) -> tuple:
+    """(name -> Volume, info) from :func:`save_volumes_npz`."""
+    with np.load(path, allow_pickle=False) as z:
+        vols = {}
+        for n in names:
+            m = json.loads(str(z[f"{n}__meta"]))
+            vols[n] = Volume(z[f"{n}__array"], z[f"{n}__affine"], m["name"], m["meta"])
+        info = json.loads(str(z["case__json"]))
+    return vols, info
+
+
 @dataclass
-class PhantomConfig:
+class PhantomConfig(ConfigMixin):
     """Everything that defines a case; the same config and seed give the same case bit for bit."""
 
     seed: int = 0
@@ -163,21 +205,9 @@ class PhantomConfig:
         if self.snr <= 0:
             raise InputError(f"snr must be positive, got {self.snr}")
 
-    @property
-    def echo_times(self) -> tuple:
-        return tuple(float(t) for t in np.atleast_1d(self.te_s))
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = [float(x) for x in v]
-        return d
-
     def key(self) -> str:
         """A hash of the config and :data:`CODE_VERSION` (cache key)."""
-        s = json.dumps(self.to_dict(), sort_keys=True) + CODE_VERSION
-        return hashlib.sha1(s.encode()).hexdigest()[:16]
+        return self.hash_with(CODE_VERSION)
 
 
 @dataclass
@@ -831,26 +861,13 @@ def _cache_path(name: str, cfg: PhantomConfig) -> Path:
 
 def save_case_npz(case: Case, path) -> None:
     """Store a Case in one .npz (atomic: temp file, then rename)."""
-    path = Path(path)
-    data = {}
-    for n in Case.VOLUMES:
-        v = getattr(case, n)
-        data[f"{n}__array"] = v.array
-        data[f"{n}__affine"] = v.ijk_to_ras
-        data[f"{n}__meta"] = np.array(json.dumps({"name": v.name, "meta": v.meta}))
-    data["case__json"] = np.array(json.dumps({"expected_pattern": case.expected_pattern,
-                                              "nonspecific_diffuse": case.nonspecific_diffuse,
-                                              "params": case.params}))
-    _write_npz_fast(path, data)
+    save_volumes_npz(path, {n: getattr(case, n) for n in Case.VOLUMES},
+                     {"expected_pattern": case.expected_pattern, "nonspecific_diffuse": case.nonspecific_diffuse,
+                      "params": case.params})
 
 
 def load_case_npz(path) -> Case:
-    with np.load(path, allow_pickle=False) as z:
-        vols = {}
-        for n in Case.VOLUMES:
-            m = json.loads(str(z[f"{n}__meta"]))
-            vols[n] = Volume(z[f"{n}__array"], z[f"{n}__affine"], m["name"], m["meta"])
-        info = json.loads(str(z["case__json"]))
+    vols, info = load_volumes_npz(path, Case.VOLUMES)
     cfg_d = dict(info["params"]["config"])
     for k in ("voxel_mm", "scale_range"):
         cfg_d[k] = tuple(cfg_d[k])
