@@ -327,10 +327,8 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
         rb = ribbon_mod.build_ribbon(anat, bank_depth_mm=p.bank_depth_mm, hand_knob_ras=inputs.hand_knob_ras)
         rib_v, reg_v = rb.labels, rb.regions
         depth = rb.depth.array if rb.depth is not None else None
-        if getattr(anat, "sulcus", None) is not None:
-            # the diffuse flag samples the atlas route's control cortex (see scoring.DIFFUSE_CORTEX_TO_WM)
-            legacy = ribbon_mod.build_ribbon(dataclasses.replace(anat, sulcus=None))
-            diffuse_labels = legacy.labels.array
+        # the diffuse flag samples the atlas route's control cortex (see scoring.DIFFUSE_CORTEX_TO_WM)
+        diffuse_labels = rb.atlas_labels
         warnings.extend(rb.warnings)
         warnings.extend(_handedness_warning(php_v.array, anat.labels.array, qc))
     step("ribbon")

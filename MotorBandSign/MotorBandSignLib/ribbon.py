@@ -93,6 +93,9 @@ class Ribbon:
     depth: Volume | None = None
     warnings: list = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    #: On the sulcal route: the ribbon the atlas labels alone give (labels 1..4), built once for
+    #: the low-confidence fallback and for the diffuse flag's cortex sample.
+    atlas_labels: np.ndarray | None = None
 
 
 def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, control_gap_mm: float = CONTROL_GAP_MM,
@@ -128,20 +131,20 @@ def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, contr
 
     grid = anatomy.labels
     if getattr(anatomy, "sulcus", None) is not None:
-        rb = _ribbon_from_sulcus(anatomy, hk)
+        import dataclasses
+
         from . import sulci
 
+        rb = _ribbon_from_sulcus(anatomy, hk)
+        legacy = build_ribbon(dataclasses.replace(anatomy, sulcus=None), bank_depth_mm=bank_depth_mm,
+                              control_gap_mm=control_gap_mm, frontal_control_mm=frontal_control_mm,
+                              gm_threshold=gm_threshold, hand_knob_ras=hk)
         conf = anatomy.sulcus.confidence
         low = [side for side in ("left", "right") if anatomy.source == "atlas"
                and (conf.get(side) is None or conf.get(side) < sulci.LOW_CONFIDENCE)]
         if not low:
-            return rb
+            return dataclasses.replace(rb, atlas_labels=legacy.labels.array)
         # where the sulcus found on the image is doubtful, the atlas's labels decide that side
-        import dataclasses
-
-        legacy = build_ribbon(dataclasses.replace(anatomy, sulcus=None), bank_depth_mm=bank_depth_mm,
-                              control_gap_mm=control_gap_mm, frontal_control_mm=frontal_control_mm,
-                              gm_threshold=gm_threshold, hand_knob_ras=hk)
         out, dep = rb.labels.array.copy(), rb.depth.array.copy()
         for side in low:
             v = _BANK[side]
@@ -152,7 +155,7 @@ def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, contr
         labels = grid.with_array(out, "ribbon")
         info = dict(rb.info, atlas_sides=low)
         return Ribbon(labels, regions_for(labels, anatomy, hand_knob_ras=hk), grid.with_array(dep, rb.depth.name),
-                      rb.warnings + legacy.warnings, info)
+                      rb.warnings + legacy.warnings, info, legacy.labels.array)
     lab = grid.array
     sp = grid.spacing_kji
     cortex = (anatomy.gm_prob.array >= gm_threshold) & (anatomy.brain_mask.array > 0)

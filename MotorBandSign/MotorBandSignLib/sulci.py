@@ -7,10 +7,10 @@ only to say *which* sulcus is the central one and which side is which; *where* i
 the subject's image:
 
 1. **White matter** is found on the localisation image (a T1 when given, otherwise the GRE
-   magnitude) after flattening the receive bias, with its polarity measured on the subject:
-   deep brain (>= :data:`DEEP_MM` from the brain surface, mostly white matter) against the
-   superficial shell (cortex and sulcal CSF). This works whether white matter is brighter
-   (T1-weighted spoiled GRE) or darker (proton-density-like SWI) than cortex.
+   magnitude) after N4 bias correction: the voxels whose intensity lies within a few SDs of
+   the deep brain's histogram mode (>= :data:`DEEP_MM` from the brain's hull, mostly white
+   matter). The rule is two-sided, so it holds whether white matter is brighter (T1-weighted
+   spoiled GRE) or darker (proton-density-like SWI) than cortex.
 2. **Sulcal midlines** are the medial surfaces of the non-white-matter space inside the
    brain: voxels whose nearest white-matter points, seen from neighbouring voxels, jump from
    one bank of a sulcus to the other (a discontinuity of the Euclidean feature transform;
@@ -73,8 +73,6 @@ WM_MIN_TOLERANCE = 0.05
 #: Histogram bins over the mantle's and deep brain's intensity range (0.5-99.5 percentiles).
 HIST_BINS = 200
 N_CLASSES = 4
-#: Smallest relative white-matter/cortex contrast (between their histogram modes) to localise on.
-MIN_CONTRAST = 0.03
 #: N4 runs on a grid of about this spacing (mm): the bias field is smooth on the scale of
 #: centimetres, and a coarse grid keeps N4 to a few seconds.
 N4_SPACING_MM = 3.0
@@ -105,9 +103,9 @@ ATLAS_SIGMA_MM = 6.0
 #: Depth (mm) of the posterior bank from the central sulcus's midline sheet: half the sulcal
 #: gap plus the cortex of the anterior wall, 2.5-3 mm thick in BA4p (Fischl & Dale 2000, PNAS
 #: 97:11050; Geyer et al. 1996, Nature 382:805), less the partial-volume voxel at the white
-#: matter. Compared at 0.5-2.0 mm (with and without the sheet voxels) on one development case
-#: per brain: 2.0 mm without the sheet gave the best Dice on each brain (clab seed 2: 0.37 /
-#: 0.42), so the leave-one-brain-out choice is the same. Provisional: the sulcal route is opt-in.
+#: matter. Compared at 0.5, 1.0, 1.5 and 2.0 mm, with and without the sheet voxels, on one
+#: development case (clab, seed 2): 2.0 mm without the sheet gave the best Dice (0.37 / 0.42).
+#: Not a held-out choice (pycortex S1 was not swept with this version). Provisional.
 DEFAULT_BANK_DEPTH_MM = 2.0
 #: Control voxels start this far from the midline (mm): about one voxel of a 1-1.5 mm SWI, so a
 #: band's partial volume across a closed sulcus does not reach the control.
@@ -167,9 +165,10 @@ def _flatten(image: np.ndarray, brain: np.ndarray, sp, sigma_mm: float = BIAS_SI
 def white_matter(image: np.ndarray, brain: np.ndarray, spacing_kji, *, hull_depth: np.ndarray | None = None) -> tuple:
     """White-matter mask of ``image`` inside ``brain`` with the polarity measured on the subject.
 
-    Returns ``(wm, info)``; ``info`` holds the polarity (+1: white matter brighter) and the
-    relative contrast between deep brain and the superficial shell. Raises InputError when the
-    image shows no usable contrast between them (less than 2 %).
+    Returns ``(wm, info)``; ``info`` holds white matter's level and spread, the bounds used, the
+    polarity (+1: the cortical mantle lies mostly below white matter's level) and the fractions of
+    the mantle below / above the bounds. Raises InputError when less than 5 % of the mantle
+    differs from white matter (no usable contrast).
     """
     sp = np.asarray(spacing_kji, float)
     img = np.asarray(image, np.float32)

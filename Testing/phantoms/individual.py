@@ -114,10 +114,6 @@ class IndividualCase:
     VOLUMES = ("magnitude", "phase", "truth", "truth_regions", "band", "parcellation", "t1")
 
 
-def _rotation(angles_deg) -> np.ndarray:
-    return sim._rotation(angles_deg)
-
-
 def _smooth_field(shape, sigma_vox, rng) -> np.ndarray:
     """A zero-mean, unit-SD smooth Gaussian random field."""
     f = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_vox, mode="wrap")
@@ -130,7 +126,7 @@ def pose_of(cfg: IndividualConfig, centre: np.ndarray) -> np.ndarray:
     rng = np.random.default_rng([int(cfg.seed), 11])
     ang = rng.uniform(-cfg.pose_deg, cfg.pose_deg, 3)
     t = rng.uniform(-cfg.pose_mm, cfg.pose_mm, 3)
-    R = _rotation(ang)
+    R = sim._rotation(ang)
     m = np.eye(4)
     m[:3, :3] = R
     m[:3, 3] = centre - R @ centre + t
@@ -218,7 +214,7 @@ def generate_case(cfg: IndividualConfig, brain=None) -> IndividualCase:
     iron_gm = nuc_iron + np.float32(cfg.delta_chi_ppm) * band_sel
     if cfg.diffuse_ppm:
         iron_gm = iron_gm + np.float32(cfg.diffuse_ppm) * cortex
-    iron_wm = nuc_iron * 0
+    iron_wm = np.zeros_like(nuc_iron)   # the nuclei's iron is in their grey matter here
     chi = np.zeros(shape, np.float32)
     for k, fr in frac.items():
         chi += np.float32(sim.TISSUES[k][0]) * fr
@@ -300,15 +296,10 @@ def generate_case(cfg: IndividualConfig, brain=None) -> IndividualCase:
                     "cs_vein_voxels": int(cs_csf.sum())},
         "acquisition": {"ijk_to_ras": np.round(M, 6).tolist(), "shape_kji": list(ashape), "echo_times_s": list(tes)},
         "expected_pattern": pattern, "nonspecific_diffuse": diffuse,
-        "truth_voxels": {"left": int((truth == 1).sum()), "right": int((truth == 2).sum())},
-        "band_voxels": {"left": int((band == 1).sum()), "right": int((band == 2).sum())},
-        "band_regions": {side: {rn: int(((band == h) & (truth_regions == code)).sum())
-                                for rn, code in REGION_CODES.items()}
-                         for h, side in ((1, "left"), (2, "right"))},
+        **sim.truth_counts(truth, band, truth_regions),
         "timings_s": times,
     }
-    meta = {"echo_times_s": list(tes), "field_strength_t": cfg.field_strength_t, "handedness": cfg.handedness,
-            "b0_direction_ras": [0.0, 0.0, 1.0]}
+    meta = sim.image_meta(cfg)
     vol = lambda arr, name, **m: Volume(arr, M.copy(), name, dict(m))
     return IndividualCase(
         magnitude=vol(mag_arr.astype(np.float32), "magnitude", **meta),

@@ -616,6 +616,24 @@ def noisy_images(acq_signals, cfg, rng) -> tuple:
     return mag_arr, ph_arr, sigma, scale
 
 
+def truth_counts(truth, band, truth_regions) -> dict:
+    """Voxel counts of the truth and the band per hemisphere, and of the band per hemisphere and
+    somatotopic region (for regional scores)."""
+    return {
+        "truth_voxels": {"left": int((truth == 1).sum()), "right": int((truth == 2).sum())},
+        "band_voxels": {"left": int((band == 1).sum()), "right": int((band == 2).sum())},
+        "band_regions": {side: {rname: int(((band == h) & (truth_regions == code)).sum())
+                                for rname, code in REGION_CODES.items()}
+                         for h, side in ((1, "left"), (2, "right"))},
+    }
+
+
+def image_meta(cfg) -> dict:
+    """What a simulated magnitude / phase carries: echo times, field, handedness, B0 direction."""
+    return {"echo_times_s": list(cfg.echo_times), "field_strength_t": cfg.field_strength_t,
+            "handedness": cfg.handedness, "b0_direction_ras": [0.0, 0.0, 1.0]}
+
+
 def generate_case(config: PhantomConfig | None = None, progress=None) -> Case:
     """Simulate one case (see module docstring). ``progress(fraction, message)`` is optional."""
     cfg = config or PhantomConfig()
@@ -793,16 +811,10 @@ def generate_case(config: PhantomConfig | None = None, progress=None) -> Case:
         },
         "acquisition": {"ijk_to_ras": np.round(M, 6).tolist(), "shape_kji": list(ashape), "echo_times_s": list(tes)},
         "expected_pattern": pattern, "nonspecific_diffuse": diffuse,
-        "truth_voxels": {"left": int((truth == 1).sum()), "right": int((truth == 2).sum())},
-        "band_voxels": {"left": int((band == 1).sum()), "right": int((band == 2).sum())},
-        # where the band is, per hemisphere and somatotopic region (voxel counts), for regional scores
-        "band_regions": {side: {rname: int(((band == h) & (truth_regions == code)).sum())
-                                for rname, code in REGION_CODES.items()}
-                         for h, side in ((1, "left"), (2, "right"))},
+        **truth_counts(truth, band, truth_regions),
         "timings_s": times,
     }
-    meta_img = {"echo_times_s": list(tes), "field_strength_t": cfg.field_strength_t, "handedness": cfg.handedness,
-                "b0_direction_ras": [0.0, 0.0, 1.0]}
+    meta_img = image_meta(cfg)
     vol = lambda arr, name, **meta: Volume(arr, M.copy(), name, dict(meta))
     return Case(
         magnitude=vol(mag_arr.astype(np.float32), "magnitude", **meta_img),
