@@ -99,3 +99,61 @@ def test_find_central_sulcus_prefers_the_atlas_sulcus():
     assert left.any()
     assert set(np.unique(np.argwhere(left)[:, 1])) == {30}
     assert cs.confidence["left"] > 0.5
+
+
+@pytest.mark.parametrize("polarity", [1, -1], ids=["cortex-darker", "cortex-brighter"])
+def test_cortex_level_is_the_nearest_peak_beyond_white_matter(polarity):
+    """A cortical mantle of 40 % cortex 10 % off white matter, both with a 3.5 % spread (GRE
+    magnitude: the two peaks overlap), plus sulcal CSF far out: the cortex's level is found, not
+    CSF's, so white matter can be made to end midway (see sulci.white_matter)."""
+    rng = np.random.default_rng(5)
+    wm = rng.normal(1.0, 0.035, 50_000)
+    ctx = rng.normal(1.0 - polarity * 0.10, 0.035, 40_000)
+    csf = rng.normal(1.0 - polarity * 0.6, 0.1, 10_000)
+    values = np.concatenate([wm, ctx, csf])
+    bins = np.linspace(*np.percentile(values, [0.5, 99.5]), sulci.HIST_BINS + 1)
+    level = sulci._cortex_mode(values, bins, 1.0, 0.035, polarity)
+    assert level is not None and abs(level - (1.0 - polarity * 0.10)) < 0.03, level
+    # white matter alone (its peak's flank only): no cortex level
+    alone = np.concatenate([wm, csf])
+    assert sulci._cortex_mode(alone, bins, 1.0, 0.035, polarity) is None
+
+
+def _bulge(radius=8.0, half_length=28.0, height=10, overhang_deg=40.0):
+    """Voxel centres (kji, mm) of a sheet: the line y = 0 with an omega-shaped fold towards +y
+    in its middle (a circle of ``radius`` whose arc goes ``overhang_deg`` below its equator on
+    either side, like the hand knob), extruded along k; and each point's true normal on the
+    fold's outer ("anterior", +y at the line) side. Returns (points, normals)."""
+    a0 = np.radians(overhang_deg)
+    neck = radius * np.cos(a0)                      # half-width of the fold's base
+    centre = radius * np.sin(a0)                    # the arc's ends meet the line y = 0
+    path = [((0.0, x), (1.0, 0.0)) for x in np.arange(-half_length, -neck, 0.25)]
+    for a in np.arange(np.pi + a0, -a0, -0.25 / radius):
+        path.append(((centre + radius * np.sin(a), radius * np.cos(a)), (np.sin(a), np.cos(a))))
+    path += [((0.0, x), (1.0, 0.0)) for x in np.arange(neck, half_length, 0.25)]
+    pts = [(k, round(p[0]), round(p[1])) for p, _ in path for k in range(height)]
+    nrm = [(0.0, n[0], n[1]) for _, n in path for k in range(height)]
+    pts, idx = np.unique(np.array(pts, float), axis=0, return_index=True)
+    return pts, np.array(nrm)[idx]
+
+
+def test_oriented_normals_follow_a_fold():
+    """The rough direction (+y everywhere, like an atlas's anterior axis) is perpendicular to the
+    fold's flanks and opposite to the true normal where the fold overhangs; the normals must
+    still point out of the fold all round (consistent orientation along the sheet), where a
+    voxel-by-voxel comparison with +y gets the overhang wrong."""
+    pts, true_n = _bulge()
+    toward = np.tile([0.0, 1.0, 0.0], (len(pts), 1))
+    n = sulci.oriented_normals(pts, toward, SP)
+    assert n.shape == pts.shape
+    np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1.0, atol=1e-6)
+    agree = np.einsum("ij,ij->i", n, true_n)
+    x, y = pts[:, 2], pts[:, 1]
+    flat = np.abs(x) > 10                                   # the line, away from the fold's base
+    arc = y > 1.5                                           # the fold, off the base line
+    assert np.all(agree[flat] > 0.9), agree[flat].min()
+    assert np.mean(agree[arc] > 0.7) > 0.9, np.mean(agree[arc] > 0.7)
+    overhang = arc & (true_n[:, 1] < -0.2)                  # outer normal points away from +y
+    assert overhang.sum() > 20 and np.mean(agree[overhang] > 0.5) > 0.9, np.mean(agree[overhang] > 0.5)
+    # flipping the rough direction flips every normal
+    np.testing.assert_allclose(sulci.oriented_normals(pts, -toward, SP), -n, atol=1e-9)

@@ -100,10 +100,12 @@ class Anatomy:
     info: dict = field(default_factory=dict)
     #: From :func:`locate_sulcus`: the central sulcus found on the image (sulci.CentralSulcus),
     #: the depth below the brain's hull (mm) and the anterior score (distance to the postcentral
-    #: minus distance to the precentral label, mm) that tells the sulcus's two walls apart.
+    #: minus distance to the precentral label, mm) that tells the sulcus's two walls apart, and
+    #: the distance (mm) to the white matter found on the image (None when none was found).
     sulcus: object | None = None
     hull_depth: np.ndarray | None = None
     anterior_score: np.ndarray | None = None
+    wm_distance: np.ndarray | None = None
 
     def template_ras(self, ras_points) -> np.ndarray | None:
         """MNI 2009a RAS coordinates of subject RAS points (N, 3), or None without a transform."""
@@ -299,7 +301,7 @@ def _on_grid(image: Volume, grid: Volume) -> np.ndarray:
 
 def locate_sulcus(anat: Anatomy, image: np.ndarray) -> Anatomy:
     """Find each hemisphere's central sulcus on the subject (see :mod:`sulci`) and store it on
-    ``anat`` (``sulcus``, ``hull_depth``, ``anterior_score``; confidence in ``info``).
+    ``anat`` (``sulcus``, ``hull_depth``, ``anterior_score``, ``wm_distance``; confidence in ``info``).
 
     Atlas route: white matter of ``image`` (magnitude or T1 on the grid) -> sulcal midlines ->
     the sheet matching the atlas's central sulcus. Parcellation route: the interface of the
@@ -335,7 +337,8 @@ def locate_sulcus(anat: Anatomy, image: np.ndarray) -> Anatomy:
             anat.warnings.append(f"The central sulcus could not be found on the image ({exc}); the atlas's "
                                  "sulcus is used instead.")
         if wm is not None:
-            mid, _ = sulci.sulcal_midlines(wm, brain, sp, hull_depth=hull)
+            mid, d_wm = sulci.sulcal_midlines(wm, brain, sp, hull_depth=hull)
+            anat.wm_distance = d_wm
             cs = sulci.find_central_sulcus(mid, lab, brain, sp, ijk_to_ras=grid.ijk_to_ras)
         else:
             cs = sulci.CentralSulcus(np.zeros(lab.shape, np.uint8), {"left": 0.0, "right": 0.0}, {}, [])

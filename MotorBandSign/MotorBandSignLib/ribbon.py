@@ -50,8 +50,8 @@ REGION_COLORS = {1: (0.47, 0.67, 0.19), 2: (0.49, 0.18, 0.56), 3: (0.64, 0.08, 0
 #: central sulcus (the postcentral boundary) on the atlas/parcellation labels. The cortex of the
 #: precentral gyrus is ~2.5-3 mm thick in the posterior bank, where area 4p lies (Fischl & Dale
 #: 2000, PNAS 97:11050; Geyer et al. 1996, Nature 382:805). The sulcal route
-#: (``anatomy.localize(..., sulcal=True)``) measures its depth from the sulcal midline instead,
-#: with its own default, :data:`sulci.DEFAULT_BANK_DEPTH_MM`.
+#: (``anatomy.localize(..., sulcal=True)``) measures the same depth from the sulcal midline
+#: (its measured default, :data:`sulci.DEFAULT_BANK_DEPTH_MM`, is the same 3 mm).
 DEFAULT_BANK_DEPTH_MM = 3.0
 #: Minimum distance (mm) of control cortex from the bank: about one to two voxels of a 1-1.5 mm
 #: SWI plus the point-spread of an mIP/high-pass filter, so a band's partial volume stays out of
@@ -135,7 +135,7 @@ def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, contr
 
         from . import sulci
 
-        rb = _ribbon_from_sulcus(anatomy, hk)
+        rb = _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=bank_depth_mm)
         legacy = build_ribbon(dataclasses.replace(anatomy, sulcus=None), bank_depth_mm=bank_depth_mm,
                               control_gap_mm=control_gap_mm, frontal_control_mm=frontal_control_mm,
                               gm_threshold=gm_threshold, hand_knob_ras=hk)
@@ -214,6 +214,11 @@ def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
     bank_ok = ctrl_ok = None
     if anatomy.source == "parcellation":
         bank_ok, ctrl_ok = np.isin(lab, (1, 2)), np.isin(lab, (3, 4))
+    elif getattr(anatomy, "wm_distance", None) is not None:
+        # both walls: the cortex within one cortical thickness of their white matter, so the
+        # sulcal CSF of an open sulcus stays out (see sulci.BANK_WM_MM)
+        d_wm = anatomy.wm_distance
+        bank_ok = ctrl_ok = (d_wm > 0) & (d_wm <= sulci.BANK_WM_MM)
     out, depth = sulci.bank_from_sulcus(
         anatomy.sulcus.midline, anatomy.anterior_score, anatomy.brain_mask.array > 0, grid.spacing_kji,
         hull_depth=anatomy.hull_depth, bank_depth_mm=bank_depth_mm,

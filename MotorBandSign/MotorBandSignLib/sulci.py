@@ -22,7 +22,11 @@ the subject's image:
    near the Sylvian fissure (Ono et al. 1990, Atlas of the Cerebral Sulci), so it forms one
    large sheet, while the precentral sulcus is often interrupted.
 4. **The posterior bank** is every voxel within ``bank_depth_mm`` of that sheet on its
-   anterior side (the side of the warped precentral gyrus), no deeper than the sulcal fundus;
+   anterior side, no deeper than the sulcal fundus. The side is read along the sheet's own
+   normal (a plane fit around each midline voxel), oriented consistently over the sheet along
+   a minimum spanning tree of the normals (Hoppe et al. 1992, SIGGRAPH '92:71) and, per
+   connected piece, towards the warped precentral gyrus; comparing the atlas's anterior score
+   voxel by voxel mislabels the walls wherever the sulcus runs obliquely to the atlas's;
    the **matched control** is the facing wall (the anterior wall of the postcentral gyrus, which
    the case report found normal), at least ``control_gap_mm`` from the midline so that a band's
    partial volume does not reach it. The bank is defined by geometry from the sulcus, never by
@@ -47,7 +51,7 @@ from scipy import ndimage
 from .errors import InputError
 
 __all__ = ["CentralSulcus", "white_matter", "sulcal_midlines", "find_central_sulcus", "bank_from_sulcus",
-           "hull_depth", "interface_midline",
+           "hull_depth", "interface_midline", "oriented_normals",
            "DEFAULT_BANK_DEPTH_MM", "CONTROL_GAP_MM"]
 
 #: Width (mm, Gaussian sigma) of the bias-field estimate divided out before tissue
@@ -70,6 +74,10 @@ WM_SD = 2.0
 #: ...but never closer than this fraction of white matter's level: N4 leaves a few percent of
 #: residual bias and white matter's own T1/T2* varies by region (gyral blades vs deep).
 WM_MIN_TOLERANCE = 0.05
+#: Grey matter differs from white matter by less than this fraction of white matter's level on
+#: the localisation images used (GRE magnitude ~10-15 %, T1-weighted MPRAGE ~30-40 %; Wansapura
+#: et al. 1999, JMRI 9:531; Deichmann et al. 2000, NeuroImage 12:112); CSF lies farther out.
+CORTEX_MAX_CONTRAST = 0.5
 #: Histogram bins over the mantle's and deep brain's intensity range (0.5-99.5 percentiles).
 HIST_BINS = 200
 N_CLASSES = 4
@@ -100,13 +108,32 @@ SEARCH_MM = 12.0
 SLAB_MM = 3.0
 #: Weight of a midline voxel by its distance d to the atlas's central sulcus: exp(-d^2/2s^2).
 ATLAS_SIGMA_MM = 6.0
-#: Depth (mm) of the posterior bank from the central sulcus's midline sheet: half the sulcal
-#: gap plus the cortex of the anterior wall, 2.5-3 mm thick in BA4p (Fischl & Dale 2000, PNAS
-#: 97:11050; Geyer et al. 1996, Nature 382:805), less the partial-volume voxel at the white
-#: matter. Compared at 0.5, 1.0, 1.5 and 2.0 mm, with and without the sheet voxels, on one
-#: development case (clab, seed 2): 2.0 mm without the sheet gave the best Dice (0.37 / 0.42).
-#: Not a held-out choice (pycortex S1 was not swept with this version). Provisional.
-DEFAULT_BANK_DEPTH_MM = 2.0
+#: Half-width (mm) of the band about the atlas's plane between the hemispheres in which midline
+#: voxels are taken for the interhemispheric fissure, not the central sulcus: the fissure is the
+#: largest sulcal sheet near the vertex, and an affine+deformable template registration puts
+#: the mid-sagittal plane within ~1-2 mm (Ardekani et al. 1997, IEEE TMI 16:947 measured
+#: mid-sagittal plane fits to ~1 mm); the central sulcus's bank ends at the crown, >= ~5 mm
+#: lateral to the fissure (two cortical thicknesses of the paracentral lobule).
+FISSURE_HALF_WIDTH_MM = 3.0
+#: The sheet is followed slab by slab only this far (mm) above and below the atlas's central
+#: sulcus: the atlas gets the sulcus's vertical extent roughly right (a few mm, BRIEF.md), and
+#: below its inferior end the nearest sheets are other sulci (subcentral, Sylvian).
+EXTENT_MARGIN_MM = 6.0
+#: Reach (mm) of the posterior bank from the central sulcus's midline sheet: the half-gap of a
+#: closed sulcus plus the anterior wall's cortex, 2.5-3 mm thick in BA4p (Fischl & Dale 2000,
+#: PNAS 97:11050; Geyer et al. 1996, Nature 382:805). Within that reach the bank is further held
+#: to :data:`BANK_WM_MM` of the white matter, so the reach only has to cover the cortex of a
+#: closed sulcus. Compared at 2, 3, 4 and 5 mm (with 2.0, 2.5, 3.0 mm to white matter or none)
+#: on two development cases (clab seed 1, pycortex S1 seed 2): 3 mm with 3 mm to white matter
+#: gave the best mean Dice (0.52, vs 0.45 for the earlier 2 mm without the white-matter limit).
+#: Development-set choice, not held out. Provisional.
+DEFAULT_BANK_DEPTH_MM = 3.0
+#: The bank (and its control) is the cortex within this distance (mm) of the white matter found
+#: on the localisation image: one cortical thickness of BA4p / BA3a (2.5-3 mm; Fischl & Dale
+#: 2000), so the sulcal CSF of an open sulcus, which fills the space farther from the walls'
+#: white matter, is not measured as cortex. Geometric, not an intensity class of the measured
+#: image: an iron band makes cortex darker, farther from white matter's level, never white matter.
+BANK_WM_MM = 3.0
 #: Control voxels start this far from the midline (mm): about one voxel of a 1-1.5 mm SWI, so a
 #: band's partial volume across a closed sulcus does not reach the control.
 CONTROL_GAP_MM = 1.0
@@ -116,6 +143,17 @@ SHEET_TO_BANK = False
 #: A bank voxel may lie at most this much deeper (mm, from the brain's outer hull) than the
 #: sulcal midline point nearest to it: the bank ends at the fundus, not in the white matter under it.
 FUNDUS_MARGIN_MM = 1.0
+#: Radius (mm) of the neighbourhood of a midline voxel whose principal axes give the sheet's
+#: local normal (plane fit by PCA): a few voxels, less than the radius of curvature of a sulcal
+#: wall outside the hand knob's bends (~5-10 mm; Ono et al. 1990).
+NORMAL_RADIUS_MM = 3.0
+#: Smoothing (mm, Gaussian sigma) of the atlas's anterior score before its gradient orients the
+#: normals: the atlas gyri are blurred by registration on this scale anyway.
+ANTERIOR_SMOOTH_MM = 3.0
+#: A voxel belongs to a wall only if its offset from the nearest midline voxel points along the
+#: sheet's normal, within acos(WALL_COSINE) = 60 degrees: voxels beyond the sheet's edges (past the
+#: fundus or the crown, beside the sulcus's ends) lie off to the side and belong to neither wall.
+WALL_COSINE = 0.5
 #: Confidence below which a warning is given (fraction of the atlas's central sulcus accounted
 #: for by the sheet found; see :func:`find_central_sulcus`). Provisional.
 LOW_CONFIDENCE = 0.5
@@ -210,6 +248,14 @@ def white_matter(image: np.ndarray, brain: np.ndarray, spacing_kji, *, hull_dept
         raise InputError(f"only {100 * max(below, above):.0f} % of the cortical mantle differs from white matter on the "
                          "localisation image: the central sulcus cannot be found on it. Give a T1 (--t1) or a "
                          "parcellation.")
+    # where the cortex's own level shows as a peak of the mantle's histogram, white matter ends
+    # no farther than midway to it (the minimum-error boundary of two classes of equal spread
+    # and weight): with a white-matter spread comparable to the grey/white contrast (~10 % on
+    # GRE magnitude), WM_SD spreads would otherwise take in half of the cortex
+    i_ctx = _cortex_mode(mv, bins, i_wm, sd_wm, polarity)
+    if i_ctx is not None:
+        mid = 0.5 * (i_wm + i_ctx)
+        lower, upper = (max(lower, mid), upper) if polarity > 0 else (lower, min(upper, mid))
     wm = brain & (flat > lower) & (flat <= upper)
     # clean-up: keep the large white-matter body; fill tiny non-WM holes inside it (noise)
     lab, n = ndimage.label(wm)
@@ -225,11 +271,32 @@ def white_matter(image: np.ndarray, brain: np.ndarray, spacing_kji, *, hull_dept
         small = np.flatnonzero(hs <= max(3, int(2.0 / float(np.prod(sp)))))
         wm |= np.isin(hl, small[small > 0])
     info = {"polarity": polarity, "wm_level": round(i_wm, 4), "wm_sd": round(sd_wm, 4),
+            "cortex_level": None if i_ctx is None else round(float(i_ctx), 4),
             "wm_bounds": [round(float(lower), 4), round(float(upper), 4)],
             "mantle_below_above": [round(below, 3), round(above, 3)],
 
             "wm_fraction_of_brain": round(float(wm.sum()) / max(int(brain.sum()), 1), 4)}
     return wm, info
+
+
+def _cortex_mode(values: np.ndarray, bins: np.ndarray, i_wm: float, sd_wm: float, polarity: int) -> float | None:
+    """The cortex's level: the peak of the histogram of ``values`` (the mantle) nearest to white
+    matter's level ``i_wm`` among those more than one white-matter SD from it on the cortex's
+    side (``polarity`` +1: below) and standing out by >= 1 % of the histogram's maximum (sulcal
+    CSF and vessels make peaks farther out); None when there is none (the histogram only falls
+    away from white matter there). Peaks more than :data:`CORTEX_MAX_CONTRAST` of white
+    matter's level away are CSF's, not cortex's."""
+    from scipy.signal import find_peaks
+
+    mids = 0.5 * (bins[1:] + bins[:-1])
+    h = ndimage.gaussian_filter1d(np.histogram(values, bins=bins)[0].astype(float), 2.0)
+    peaks, _ = find_peaks(h, prominence=0.01 * h.max())
+    beyond = mids[peaks] < i_wm - sd_wm if polarity > 0 else mids[peaks] > i_wm + sd_wm
+    beyond &= np.abs(mids[peaks] - i_wm) <= CORTEX_MAX_CONTRAST * abs(i_wm)
+    if not beyond.any():
+        return None
+    levels = mids[peaks[beyond]]
+    return float(levels[np.argmin(np.abs(levels - i_wm))])
 
 
 def sulcal_midlines(wm: np.ndarray, brain: np.ndarray, spacing_kji, *, jump_mm: float = JUMP_MM,
@@ -318,7 +385,7 @@ def find_central_sulcus(midline: np.ndarray, atlas_labels: np.ndarray, brain: np
             mine = np.minimum(d_p, d_q) < d_other
         else:
             mine = np.ones(p.shape, bool)
-        cand = midline[box] & (d_cs <= search_mm) & mine
+        cand = midline[box] & (d_cs <= search_mm) & mine & ~_near_fissure(atlas_labels[box], sp)
         n = int(ndimage.label(cand, structure=np.ones((3, 3, 3), bool))[1])
         if n == 0:
             conf[side] = 0.0
@@ -326,7 +393,7 @@ def find_central_sulcus(midline: np.ndarray, atlas_labels: np.ndarray, brain: np
                             "bank falls back to the atlas. Check the ribbon.")
             continue
         w = np.exp(-0.5 * (d_cs / sigma_mm) ** 2)
-        sheet = _sheet_by_slabs(cand, w, ijk_to_ras, lo, slab_mm)
+        sheet = _sheet_by_slabs(cand, w, ijk_to_ras, lo, slab_mm, extent=cs_atlas)
         o = out[box]
         o[sheet] = h + 1
         d_sheet = ndimage.distance_transform_edt(~sheet, sampling=sp)
@@ -371,40 +438,133 @@ def interface_midline(labels: np.ndarray, spacing_kji, *, pre=(1, 2), post=(3, 4
     return out
 
 
-def _sheet_by_slabs(cand: np.ndarray, w: np.ndarray, ijk_to_ras: np.ndarray, lo, slab_mm: float) -> np.ndarray:
-    """The central-sulcus sheet chosen slab by slab (see :func:`find_central_sulcus`)."""
-    kji = np.argwhere(cand)
+def _near_fissure(labels: np.ndarray, sp, half_width_mm: float = FISSURE_HALF_WIDTH_MM) -> np.ndarray:
+    """Voxels within ``half_width_mm`` of the atlas's plane between the hemispheres: where the
+    distances to the nearest left (odd, :data:`templates.REGION_LABELS`) and right (even) labels
+    differ by less than twice the half-width. False everywhere when a side has no label."""
+    left = (labels > 0) & (labels % 2 == 1)
+    right = (labels > 0) & (labels % 2 == 0)
+    if not left.any() or not right.any():
+        return np.zeros(labels.shape, bool)
+    d_l = ndimage.distance_transform_edt(~left, sampling=sp)
+    d_r = ndimage.distance_transform_edt(~right, sampling=sp)
+    return np.abs(d_l - d_r) < 2.0 * half_width_mm
+
+
+def _slab_heights(mask: np.ndarray, ijk_to_ras: np.ndarray, lo) -> np.ndarray:
+    """Superior (RAS z, mm) coordinate of the voxels of ``mask`` (a box starting at ``lo``)."""
+    kji = np.argwhere(mask)
     ijk = (kji + np.asarray(lo))[:, ::-1].astype(float)
-    z = ijk @ np.asarray(ijk_to_ras)[2, :3] + ijk_to_ras[2, 3]
-    bins = np.floor((z.max() - z) / slab_mm).astype(int)      # 0 at the top
-    sheet = np.zeros(cand.shape, bool)
-    prev = None
+    return ijk @ np.asarray(ijk_to_ras)[2, :3] + ijk_to_ras[2, 3]
+
+
+def _sheet_by_slabs(cand: np.ndarray, w: np.ndarray, ijk_to_ras: np.ndarray, lo, slab_mm: float,
+                    extent: np.ndarray | None = None, margin_mm: float = EXTENT_MARGIN_MM) -> np.ndarray:
+    """The central-sulcus sheet, chosen slab by slab (see :func:`find_central_sulcus`).
+
+    In each horizontal slab the connected pieces of ``cand`` are scored by sum(w) * mean(w).
+    The sheet starts from the best piece of all and is followed up and down: in the next slab
+    only pieces touching the piece chosen before may continue it (the central sulcus is one
+    uninterrupted sheet in ~98 % of hemispheres; Ono et al. 1990), the best of them wins, and
+    the sheet stops where none touches or beyond ``margin_mm`` from the vertical extent of
+    ``extent`` (the atlas's sulcus).
+    """
+    kji = np.argwhere(cand)
+    if not len(kji):
+        return np.zeros(cand.shape, bool)
+    z = _slab_heights(cand, ijk_to_ras, lo)
+    top = z.max()
+    bins = np.floor((top - z) / slab_mm).astype(int)      # 0 at the top
+    allowed = np.ones(int(bins.max()) + 1, bool)
+    if extent is not None and extent.any():
+        ze = _slab_heights(extent, ijk_to_ras, lo)
+        b_hi = np.floor((top - (ze.max() + margin_mm)) / slab_mm)
+        b_lo = np.floor((top - (ze.min() - margin_mm)) / slab_mm)
+        b = np.arange(allowed.size)
+        allowed = (b >= b_hi) & (b <= b_lo)
     struct = np.ones((3, 3, 3), bool)
-    for b in range(int(bins.max()) + 1):
+    pieces = {}          # slab -> (lab array over the whole box, scores per label)
+    for b in np.flatnonzero(allowed):
         sel = kji[bins == b]
         if not len(sel):
-            prev = None
             continue
-        blo, bhi = sel.min(0), sel.max(0) + 1
-        sub = np.zeros(tuple(bhi - blo), bool)
-        sub[tuple((sel - blo).T)] = True
+        sub = np.zeros(cand.shape, bool)
+        sub[tuple(sel.T)] = True
         lab, n = ndimage.label(sub, structure=struct)
-        wsub = w[blo[0]:bhi[0], blo[1]:bhi[1], blo[2]:bhi[2]]
         idx = np.arange(1, n + 1)
-        wsum = ndimage.sum_labels(wsub, lab, index=idx)
-        count = ndimage.sum_labels(np.ones_like(wsub), lab, index=idx)
-        score = wsum * wsum / np.maximum(count, 1)
-        if prev is not None:
-            # continuity: pieces touching (within one voxel) the piece chosen in the slab above
-            pv = prev[blo[0]:bhi[0], blo[1]:bhi[1], blo[2]:bhi[2]]
-            touch = ndimage.maximum(ndimage.binary_dilation(pv, struct, iterations=2), lab, index=idx) > 0
-            score = np.where(touch, 2.0 * score, score)
-        best = int(np.argmax(score)) + 1
-        piece = lab == best
-        sheet[blo[0]:bhi[0], blo[1]:bhi[1], blo[2]:bhi[2]] |= piece
-        prev = np.zeros(cand.shape, bool)
-        prev[blo[0]:bhi[0], blo[1]:bhi[1], blo[2]:bhi[2]] = piece
+        wsum = ndimage.sum_labels(w, lab, index=idx)
+        count = ndimage.sum_labels(np.ones_like(w), lab, index=idx)
+        pieces[int(b)] = (lab, wsum * wsum / np.maximum(count, 1))
+    sheet = np.zeros(cand.shape, bool)
+    if not pieces:
+        return sheet
+    start = max(pieces, key=lambda b: pieces[b][1].max())
+    first = pieces[start][0] == int(np.argmax(pieces[start][1])) + 1
+    sheet |= first
+    for step in (-1, 1):                                   # up, then down
+        prev, b = first, start + step
+        while b in pieces:
+            lab, score = pieces[b]
+            near = ndimage.binary_dilation(prev, struct, iterations=2)
+            touching = np.unique(lab[near & (lab > 0)])
+            if not len(touching):
+                break
+            best = int(touching[np.argmax(score[touching - 1])])
+            prev = lab == best
+            sheet |= prev
+            b += step
     return sheet
+
+
+def oriented_normals(points_mm: np.ndarray, toward: np.ndarray, spacing_kji,
+                     radius_mm: float = NORMAL_RADIUS_MM) -> np.ndarray:
+    """Unit normals of a sheet of voxels, oriented consistently.
+
+    ``points_mm`` (N, 3): voxel centres (mm, kji order). ``toward`` (N, 3): a rough direction
+    per point (the gradient of the atlas's anterior score). Each normal is the least principal
+    axis of the points within ``radius_mm``; signs are made to agree along a minimum spanning
+    tree of the neighbour graph weighted by 1 - |n_i . n_j| (Hoppe et al. 1992), so the
+    orientation crosses smooth parts of the sheet rather than its folds, and each connected
+    piece is then turned to agree with ``toward`` on the whole.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import breadth_first_order, connected_components, minimum_spanning_tree
+    from scipy.spatial import cKDTree
+
+    pts = np.asarray(points_mm, float)
+    g = np.asarray(toward, float)
+    n_pts = len(pts)
+    normals = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-9)
+    if n_pts < 4:
+        return normals
+    tree = cKDTree(pts)
+    planarity = np.zeros(n_pts)
+    for i, ids in enumerate(tree.query_ball_point(pts, radius_mm)):
+        if len(ids) < 4:
+            continue
+        q = pts[ids] - pts[ids].mean(0)
+        w, v = np.linalg.eigh(q.T @ q)
+        normals[i] = v[:, 0]
+        planarity[i] = 1.0 - w[0] / max(w[1], 1e-9)
+    link = 1.05 * float(np.linalg.norm(spacing_kji))          # 26-neighbours
+    pairs = tree.query_pairs(link, output_type="ndarray")
+    if not len(pairs):
+        return normals * np.sign(np.einsum("ij,ij->i", normals, g) + 1e-12)[:, None]
+    weight = 1.0 - np.abs(np.einsum("ij,ij->i", normals[pairs[:, 0]], normals[pairs[:, 1]])) + 1e-3
+    graph = coo_matrix((weight, (pairs[:, 0], pairs[:, 1])), shape=(n_pts, n_pts)).tocsr()
+    mst = minimum_spanning_tree(graph)
+    mst = mst + mst.T
+    n_comp, comp = connected_components(mst, directed=False)
+    for c in range(n_comp):
+        members = np.flatnonzero(comp == c)
+        root = members[np.argmax(planarity[members])]
+        order, pred = breadth_first_order(mst, root, directed=False)
+        for i in order[1:]:
+            if normals[i] @ normals[pred[i]] < 0:
+                normals[i] = -normals[i]
+        if np.einsum("ij,ij->i", normals[members], g[members]).sum() < 0:
+            normals[members] = -normals[members]
+    return normals
 
 
 def bank_from_sulcus(sulcus_midline: np.ndarray, anterior_score: np.ndarray, brain: np.ndarray, spacing_kji, *,
@@ -419,8 +579,9 @@ def bank_from_sulcus(sulcus_midline: np.ndarray, anterior_score: np.ndarray, bra
     sulcus_midline : uint8 array, 1 left / 2 right midline voxels
     anterior_score : float array
         Larger towards the precentral gyrus (e.g. distance to the atlas postcentral minus
-        distance to the atlas precentral). A voxel is on the anterior wall when its score
-        exceeds that of its nearest midline voxel.
+        distance to the atlas precentral). Its smoothed gradient orients the sheet's normals
+        (:func:`oriented_normals`); a voxel is on the anterior wall when it lies on the normal's
+        side of its nearest midline voxel.
     hull_depth : float array
         Depth (mm) below the brain's outer hull; a bank voxel is at most ``fundus_margin_mm``
         deeper than its nearest midline voxel.
@@ -447,13 +608,21 @@ def bank_from_sulcus(sulcus_midline: np.ndarray, anterior_score: np.ndarray, bra
         d, idx = ndimage.distance_transform_edt(~s, sampling=sp, return_indices=True)
         near = (d <= reach) & brain[box]
         nk, nj, ni = (i[near] for i in idx)
-        a_here = anterior_score[box][near]
-        a_there = anterior_score[box][nk, nj, ni]
+        # the sheet's normals, oriented towards the precentral side
+        sheet_kji = np.argwhere(s)
+        score = ndimage.gaussian_filter(anterior_score[box].astype(np.float32), ANTERIOR_SMOOTH_MM / sp)
+        grad = np.stack([g[tuple(sheet_kji.T)] for g in np.gradient(score, *sp)], axis=1)
+        normals = oriented_normals(sheet_kji * sp, grad, sp)
+        row = np.full(s.shape, -1, np.int64)
+        row[tuple(sheet_kji.T)] = np.arange(len(sheet_kji))
+        offset = (np.argwhere(near) - np.stack([nk, nj, ni], axis=1)) * sp     # from the sheet, mm
+        side = np.einsum("ij,ij->i", offset, normals[row[nk, nj, ni]])
         deeper = hull_depth[box][near] - hull_depth[box][nk, nj, ni]
         dd = d[near]
         ok_depth = deeper <= fundus_margin_mm
-        bank = ok_depth & (a_here > a_there)
-        ctrl = ok_depth & (a_here < a_there) & (dd >= control_gap_mm)
+        along = side >= WALL_COSINE * dd
+        bank = ok_depth & along & (side > 0)
+        ctrl = ok_depth & (side <= -WALL_COSINE * dd) & (side < 0) & (dd >= control_gap_mm)
         on_sheet = dd == 0
         lab_box = labels[box]
         dep_box = depth[box]
