@@ -6,7 +6,9 @@
 The demo case is written by ``python Testing/phantoms/demo.py --out demo-case`` (the simulator is
 test machinery, not part of this package); ``make demo`` writes it and runs ``motorband run`` on it.
 
-Exit codes: 0 success, 2 bad input (the message names the problem and the fix), 1 internal failure.
+Exit codes: 0 success, 2 bad input (the message names the problem and the fix), 1 internal failure,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM); an interrupted run leaves no output and no
+temporary files.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 from .errors import CancelledError, InputError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
+#: Shell conventions: 128 + the signal number (SIGINT 2, SIGTERM 15).
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 
 class TerminalProgress:
@@ -115,32 +119,34 @@ def cmd_run(a) -> int:
 
     params = _params_from_args(a)
     params.validate()
-    multi = len(a.te) > 1
-    mag = io.read_volume(a.magnitude, what="magnitude image", allow_4d=multi)
-    if mag.array.ndim == 4 and not multi:
-        raise InputError("the magnitude is 4D (several echoes) but fewer than two echo times were given: add --te T1 T2 ...")
-    if a.phase and (a.real or a.imag):
-        raise InputError("give either --phase or --real with --imag, not both.")
-    if not a.phase and not (a.real and a.imag):
-        raise InputError("no phase given: add --phase PHASE (or --real R --imag I).")
-    inputs = pipeline.Inputs(magnitude=mag)
-    if a.phase:
-        inputs.phase = io.read_volume(a.phase, what="phase image", allow_4d=multi)
-    else:
-        inputs.real = io.read_volume(a.real, what="real image", allow_4d=multi)
-        inputs.imag = io.read_volume(a.imag, what="imaginary image", allow_4d=multi)
-    if a.t1:
-        inputs.t1 = io.read_volume(a.t1, what="T1 image")
-    if a.parcellation:
-        inputs.parcellation = io.read_volume(a.parcellation, what="parcellation")
-        if not a.labels:
-            raise InputError("--parcellation needs --labels freesurfer|synthseg|TABLE to say what its numbers mean.")
-    ref = mag if mag.array.ndim == 3 else mag.with_array(mag.array[0])
-    if a.ribbon:
-        inputs.ribbon = outputs.read_ribbon(a.ribbon, ref)
-    progress = TerminalProgress()
-    result = pipeline.run(inputs, params, progress=progress)
-    out = outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress)
+    outputs.check_output_dir(a.out, [a.magnitude, a.phase, a.real, a.imag, a.t1, a.parcellation, a.ribbon])
+    with outputs.output_lock(a.out):
+        multi = len(a.te) > 1
+        mag = io.read_volume(a.magnitude, what="magnitude image", allow_4d=multi)
+        if mag.array.ndim == 4 and not multi:
+            raise InputError("the magnitude is 4D (several echoes) but fewer than two echo times were given: add --te T1 T2 ...")
+        if a.phase and (a.real or a.imag):
+            raise InputError("give either --phase or --real with --imag, not both.")
+        if not a.phase and not (a.real and a.imag):
+            raise InputError("no phase given: add --phase PHASE (or --real R --imag I).")
+        inputs = pipeline.Inputs(magnitude=mag)
+        if a.phase:
+            inputs.phase = io.read_volume(a.phase, what="phase image", allow_4d=multi)
+        else:
+            inputs.real = io.read_volume(a.real, what="real image", allow_4d=multi)
+            inputs.imag = io.read_volume(a.imag, what="imaginary image", allow_4d=multi)
+        if a.t1:
+            inputs.t1 = io.read_volume(a.t1, what="T1 image")
+        if a.parcellation:
+            inputs.parcellation = io.read_volume(a.parcellation, what="parcellation")
+            if not a.labels:
+                raise InputError("--parcellation needs --labels freesurfer|synthseg|TABLE to say what its numbers mean.")
+        ref = mag if mag.array.ndim == 3 else mag.with_array(mag.array[0])
+        if a.ribbon:
+            inputs.ribbon = outputs.read_ribbon(a.ribbon, ref)
+        progress = TerminalProgress()
+        result = pipeline.run(inputs, params, progress=progress)
+        out = outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress)
     print(_summary(result, Path(out)))
     return EXIT_OK
 
@@ -148,16 +154,33 @@ def cmd_run(a) -> int:
 def cmd_measure(a) -> int:
     from . import outputs, pipeline
 
-    prev = outputs.load_result(a.out)
-    rib = outputs.read_ribbon(a.ribbon, prev.swi)
-    result = pipeline.remeasure(prev, rib)
-    out = outputs.write_outputs(result, a.out, with_scene=not a.no_scene)
+    # The edited ribbon may sit in the output folder: measure writes only the result's own files.
+    outputs.check_output_dir(a.out, [a.ribbon], inputs_inside_ok=True)
+    with outputs.output_lock(a.out):
+        prev = outputs.load_result(a.out)
+        rib = outputs.read_ribbon(a.ribbon, prev.swi)
+        result = pipeline.remeasure(prev, rib)
+        out = outputs.write_outputs(result, a.out, with_scene=not a.no_scene)
     print(_summary(result, Path(out)))
     return EXIT_OK
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is so that clean-up (finally, atexit) runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
     a = _parser().parse_args(argv)
+    import signal
+    import threading
+
+    # Only the main thread may set handlers (cli.main may also be called from a worker thread).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         return {"run": cmd_run, "measure": cmd_measure}[a.command](a)
     except InputError as exc:
@@ -166,10 +189,19 @@ def main(argv=None) -> int:
     except CancelledError as exc:
         print(f"motorband: {exc}", file=sys.stderr)
         return EXIT_INTERNAL
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        written = getattr(exc, "outputs_written", None)
+        print(f"motorband: {what}, " + (f"after the results were written to {written}" if written else
+                                         "nothing written"), file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception:  # noqa: BLE001 - the command line reports any other failure as internal
         traceback.print_exc()
         print("motorband: internal error (exit 1); please report it with the traceback above.", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

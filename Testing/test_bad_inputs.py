@@ -1,0 +1,184 @@
+"""The bad-input and fault matrix (issue 12): each row a user can hit, through the CLI.
+
+Inputs are a small synthetic case built here (a 32 x 40 x 40 "head" at 2 mm with a given
+ribbon), so no row needs the localisation. Every test checks the exit code, the first line of
+the message, that the input files are byte-identical afterwards, and that the output folder is
+absent (or holds a complete earlier result) with no temporary leftovers beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from MotorBandSignLib import cli, io, outputs
+from MotorBandSignLib.errors import InputError
+from MotorBandSignLib.volume import Volume
+
+SHAPE = (32, 40, 40)
+
+
+def _case(d: Path) -> dict:
+    """magnitude, phase (radians) and ribbon (labels 1..4) files of a small synthetic head."""
+    rng = np.random.default_rng(0)
+    k, j, i = np.indices(SHAPE)
+    r = np.sqrt((k - 16.0) ** 2 + (j - 20.0) ** 2 + (i - 20.0) ** 2)
+    mag = np.abs(np.where(r < 14, 100.0, 2.0) + rng.normal(0, 1, SHAPE)).astype(np.float32)
+    phase = rng.uniform(-0.1, 0.1, SHAPE).astype(np.float32)
+    rib = np.zeros(SHAPE, np.uint8)
+    shell = (r > 10) & (r < 13) & (k > 16)
+    rib[shell & (i < 20) & (j < 20)] = 1
+    rib[shell & (i >= 20) & (j < 20)] = 2
+    rib[shell & (i < 20) & (j >= 20)] = 3
+    rib[shell & (i >= 20) & (j >= 20)] = 4
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    aff[:3, 3] = (-40.0, -40.0, -32.0)
+    v = Volume(mag, aff, "magnitude")
+    return {"magnitude": io.write_volume(v, d / "magnitude.nii.gz"),
+            "phase": io.write_volume(v, d / "phase.nii.gz", phase),
+            "ribbon": io.write_volume(v, d / "ribbon.nii.gz", rib)}
+
+
+def _hashes(paths) -> dict:
+    return {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+
+
+def _leftovers(folder: Path) -> list:
+    """Hidden temporary files or folders (.NAME.partial-*, .NAME.lock, .tmp-*) in ``folder``."""
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name.startswith(".") and (".partial-" in p.name or p.name.endswith(".lock")
+                                                  or p.name.startswith(".tmp-")))
+
+
+def _cli(capsys, *args) -> tuple[int, str]:
+    """Exit code and the first line of stderr of ``motorband ARGS``."""
+    code = cli.main([str(a) for a in args])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, (err[0] if err else "")
+
+
+@pytest.fixture
+def case(tmp_path):
+    paths = _case(tmp_path / "case")
+    return paths, _hashes(paths.values())
+
+
+def _run_args(paths, out, *extra):
+    return ("run", "--magnitude", paths["magnitude"], "--phase", paths["phase"], "--phase-units", "radians",
+            "--ribbon", paths["ribbon"], "--out", out, "--no-scene", *extra)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A complete output folder of one run on the synthetic case (copied by the tests that use it)."""
+    d = tmp_path_factory.mktemp("finished")
+    paths = _case(d / "case")
+    assert cli.main([str(a) for a in _run_args(paths, d / "out")]) == 0
+    return paths, d / "out"
+
+
+def _copy_result(finished, tmp_path) -> tuple[dict, Path, dict]:
+    paths, src = finished
+    out = tmp_path / "result"
+    shutil.copytree(src, out)
+    return paths, out, _hashes(out.iterdir())
+
+
+# --- the output folder (checked before any work) ------------------------------------------------
+
+
+@pytest.mark.parametrize("where, expected", [
+    ("empty", "motorband: error: --out is empty: give the folder for the results"),
+    ("inputs folder", "motorband: error: --out {case} holds the input {case}/magnitude.nii.gz: the results would be"),
+    ("parent of inputs", "motorband: error: --out {root} holds the input {case}/magnitude.nii.gz"),
+    ("an input file", "motorband: error: --out {case}/phase.nii.gz is the input {case}/phase.nii.gz itself"),
+    ("existing file", "motorband: error: --out {root}/notes.txt is an existing file, not a folder"),
+    ("under a file", "motorband: error: --out {root}/notes.txt/out lies under {root}/notes.txt, which is a file"),
+])
+def test_bad_out_is_refused_before_any_work(case, tmp_path, capsys, monkeypatch, where, expected):
+    paths, before = case
+    root, cdir = tmp_path, tmp_path / "case"
+    (root / "notes.txt").write_text("my notes")
+    out = {"empty": "", "inputs folder": cdir, "parent of inputs": root, "an input file": paths["phase"],
+           "existing file": root / "notes.txt", "under a file": root / "notes.txt" / "out"}[where]
+    from MotorBandSignLib import pipeline
+
+    monkeypatch.setattr(pipeline, "run", lambda *a, **k: pytest.fail("the pipeline ran"))
+    monkeypatch.chdir(tmp_path)
+    code, first = _cli(capsys, *_run_args(paths, out))
+    assert code == 2
+    assert first.startswith(expected.format(case=cdir, root=root)), first
+    assert _hashes(paths.values()) == before
+    assert (root / "notes.txt").read_text() == "my notes"
+    assert sorted(p.name for p in root.iterdir()) == ["case", "notes.txt"]  # nothing written anywhere
+    assert sorted(p.name for p in cdir.iterdir()) == ["magnitude.nii.gz", "phase.nii.gz", "ribbon.nii.gz"]
+
+
+def test_out_inside_an_input_folder_is_refused(tmp_path):
+    dicom = tmp_path / "series"
+    dicom.mkdir()
+    with pytest.raises(InputError, match=r"--out .*series/out is inside the input folder .*series"):
+        outputs.check_output_dir(dicom / "out", [dicom])
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
+def test_read_only_out_is_refused(case, tmp_path, capsys):
+    paths, before = case
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        code, first = _cli(capsys, *_run_args(paths, ro / "out"))
+    finally:
+        ro.chmod(0o755)
+    assert code == 2 and first.startswith(f"motorband: error: --out {ro}/out: no permission to write in {ro}")
+    assert _hashes(paths.values()) == before and not (ro / "out").exists()
+
+
+def test_folder_with_foreign_files_is_refused_and_left_alone(case, tmp_path, capsys):
+    paths, before = case
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("<p>my report</p>")
+    (mine / "keep.txt").write_text("keep")
+    code, first = _cli(capsys, *_run_args(paths, mine))
+    assert code == 2
+    assert first == (f"motorband: error: --out {mine} already holds report.html, not written by MotorBandSign "
+                     "(no metrics.json of an earlier run): choose a new or empty folder, or move those files away.")
+    assert (mine / "report.html").read_text() == "<p>my report</p>" and (mine / "keep.txt").read_text() == "keep"
+    assert sorted(p.name for p in mine.iterdir()) == ["keep.txt", "report.html"]
+    assert _hashes(paths.values()) == before and _leftovers(tmp_path) == []
+
+
+def test_a_second_run_into_a_locked_folder_is_refused(case, tmp_path, capsys):
+    import fcntl
+
+    paths, before = case
+    out = tmp_path / "out"
+    # Another process holding the folder: an flock on the lock file through its own descriptor.
+    with open(tmp_path / ".out.lock", "a+") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, first = _cli(capsys, *_run_args(paths, out))
+    assert code == 2
+    assert first.startswith(f"motorband: error: --out {out}: another MotorBandSign run is writing this folder")
+    assert not out.exists() and _hashes(paths.values()) == before
+
+
+def test_rerun_into_an_earlier_result_replaces_it_and_cleans_stale_temporaries(finished, tmp_path, capsys):
+    paths, out, _ = _copy_result(finished, tmp_path)
+    (out / "notes.txt").write_text("mine")
+    stale = tmp_path / f".{out.name}.partial-killed"  # left by a run killed with SIGKILL
+    stale.mkdir()
+    (stale / "swi.nii.gz").write_bytes(b"half")
+    before = _hashes(paths.values())
+    code, _ = _cli(capsys, *_run_args(paths, out))
+    assert code == 0
+    assert (out / "notes.txt").read_text() == "mine"  # not the run's: kept
+    assert set(outputs.OUTPUT_FILES) - {"scene.mrb"} <= {p.name for p in out.iterdir()}
+    assert _leftovers(tmp_path) == [] and _hashes(paths.values()) == before
