@@ -182,3 +182,87 @@ def test_rerun_into_an_earlier_result_replaces_it_and_cleans_stale_temporaries(f
     assert (out / "notes.txt").read_text() == "mine"  # not the run's: kept
     assert set(outputs.OUTPUT_FILES) - {"scene.mrb"} <= {p.name for p in out.iterdir()}
     assert _leftovers(tmp_path) == [] and _hashes(paths.values()) == before
+
+
+# --- damaged or non-finite images ----------------------------------------------------------------
+
+
+def _nifti(path: Path, array: np.ndarray) -> Path:
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(array, np.diag([2.0, 2.0, 2.0, 1.0])), str(path))
+    return path
+
+
+def _cut(path: Path, keep: float) -> Path:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * keep)])
+    return path
+
+
+@pytest.mark.parametrize("which", ["magnitude", "phase"])
+@pytest.mark.parametrize("dtype, ext, keep", [("int16", ".nii.gz", 0.5), ("int16", ".nii", 0.6),
+                                              ("float32", ".nii.gz", 0.9), ("float32", ".nii", 0.5),
+                                              ("float32", ".nii.gz", 0.999), ("float32", ".nii", 0.002),
+                                              ("int16", ".nii.gz", 0.01)])
+def test_truncated_nifti_is_refused(case, tmp_path, capsys, which, dtype, ext, keep):
+    paths, _ = case
+    arr = io.read_volume(paths[which]).array.transpose(2, 1, 0)  # (i, j, k) for nibabel
+    if dtype == "int16":
+        arr = np.round(arr * (100 if which == "phase" else 1)).astype(np.int16)
+    bad = _cut(_nifti(tmp_path / f"cut{ext}", arr.astype(dtype)), keep)
+    paths = dict(paths, **{which: bad})
+    before = _hashes(paths.values())
+    out = tmp_path / "out"
+    code, first = _cli(capsys, *_run_args(paths, out))
+    assert code == 2
+    assert first.startswith(f"motorband: error: {which} image: file truncated or corrupt: {bad} ("), first
+    assert _hashes(paths.values()) == before and not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_gzip_with_valid_stream_but_too_few_voxels_is_refused(tmp_path):
+    import gzip
+
+    good = _nifti(tmp_path / "good.nii", np.ones((10, 12, 14), np.float32)).read_bytes()
+    short = tmp_path / "short.nii.gz"
+    short.write_bytes(gzip.compress(good[: len(good) - 100]))
+    with pytest.raises(InputError, match=r"^phase image: file truncated or corrupt: .*short\.nii\.gz \(the header "
+                                         r"promises 7072 bytes, the decompressed file holds 6972\)"):
+        io.read_volume(short, what="phase image")
+
+
+def test_the_slicer_reader_refuses_a_truncated_nifti_too(tmp_path):
+    from MotorBandSignLib import mrml
+
+    bad = _cut(_nifti(tmp_path / "cut.nii.gz", np.ones((10, 12, 14), np.float32)), 0.7)
+    with pytest.raises(InputError, match=r"^cut: file truncated or corrupt: .*cut\.nii\.gz"):
+        mrml.read_volume(bad)
+
+
+@pytest.mark.parametrize("which, values, found", [
+    ("magnitude", (np.inf,), "1 infinite (+/-Inf) voxel(s)"),
+    ("phase", (-np.inf, np.inf, np.inf), "3 infinite (+/-Inf) voxel(s)"),
+    ("phase", (np.nan, -np.inf), "1 NaN voxel(s) and 1 infinite (+/-Inf) voxel(s)"),
+])
+def test_infinite_voxels_are_refused_like_nan(case, tmp_path, capsys, which, values, found):
+    paths, _ = case
+    arr = io.read_volume(paths[which]).array.transpose(2, 1, 0).copy()
+    for n, v in enumerate(values):
+        arr[10 + n, 20, 16] = v
+    bad = _nifti(tmp_path / f"{which}-inf.nii.gz", arr)
+    paths = dict(paths, **{which: bad})
+    before = _hashes(paths.values())
+    out = tmp_path / "out"
+    code, first = _cli(capsys, *_run_args(paths, out))
+    assert code == 2
+    assert first == (f"motorband: error: {which} image: {bad} has {found}. Replace them (e.g. by 0 outside the "
+                     "head) before running, or give the scanner's original image.")
+    assert _hashes(paths.values()) == before and not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_infinite_voxels_in_nrrd_are_refused(tmp_path):
+    arr = np.ones((6, 7, 8), np.float32)
+    arr[1, 2, 3] = -np.inf
+    p = io.write_volume(Volume(arr, np.eye(4), "x"), tmp_path / "x.nrrd")
+    with pytest.raises(InputError, match=r"x\.nrrd has 1 infinite"):
+        io.read_volume(p, what="phase image")

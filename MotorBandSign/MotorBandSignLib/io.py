@@ -7,6 +7,7 @@ then ``os.replace``, so a file is complete or absent.
 
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
 from pathlib import Path
@@ -35,21 +36,108 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _refuse_nifti_nans(p: Path, what: str) -> None:
-    """ITK's NIfTI reader turns NaN into 0 silently, so look at the stored values with nibabel."""
+#: First bytes of a gzip stream, and the header sizes of NIfTI-1 / NIfTI-2 (sizeof_hdr).
+_GZIP_MAGIC = b"\x1f\x8b"
+_NIFTI_HEADER_SIZES = (348, 540)
+
+
+def _is_gzip(p: Path) -> bool:
+    with open(p, "rb") as fh:
+        return fh.read(2) == _GZIP_MAGIC
+
+
+def _nifti_header_size(head: bytes) -> int | None:
+    """The NIfTI-1 / NIfTI-2 header size (348 / 540) if ``head`` (the first 4 bytes) is one."""
+    for order in ("little", "big"):
+        if len(head) == 4 and int.from_bytes(head, order) in _NIFTI_HEADER_SIZES:
+            return int.from_bytes(head, order)
+    return None
+
+
+def _stored_bytes(p: Path, gz: bool) -> int:
+    """Bytes of the (decompressed) file; raises EOFError / OSError / zlib.error on a damaged stream."""
+    if not gz:
+        return p.stat().st_size
+    n = 0
+    with gzip.open(p, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            n += len(chunk)
+    return n
+
+
+def _damage(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "its compressed data stops before the end"
+    return f"{type(exc).__name__}: {str(exc)[:120]}"
+
+
+def _truncated(what: str, p: Path, detail: str) -> InputError:
+    return InputError(f"{what}: file truncated or corrupt: {p} ({detail}). Copy it again from the scanner, "
+                      "PACS or archive (an interrupted copy or download leaves such a file).")
+
+
+def check_nifti(path, what: str = "image") -> None:
+    """Refuse a damaged NIfTI file, or one holding NaN or +/-Inf voxels (:class:`InputError`).
+
+    Damaged: the (decompressed) file holds fewer bytes than its header promises (``vox_offset``
+    + voxels x bytes per voxel), or its gzip stream is broken. Readers differ on such files (ITK
+    fills the missing part with zeros; nibabel raises EOFError or OSError), so the check is made
+    before any reader sees the file. Non-finite values are refused because ITK's NIfTI reader
+    turns them into 0 silently. A file that does not start like a NIfTI is left to the image
+    reader, which says it cannot read it.
+    """
+    import zlib
+
     import nibabel as nib
 
+    p = Path(path)
+    try:
+        gz = _is_gzip(p)
+        stored = _stored_bytes(p, gz)
+    except (EOFError, OSError, zlib.error) as exc:
+        if gz:
+            raise _truncated(what, p, _damage(exc)) from None
+        return  # unreadable: the image reader says so
     try:
         img = nib.load(str(p))
-    except Exception:  # noqa: BLE001 - SimpleITK read it; nibabel's opinion is only a check
+        hdr = img.header
+        # The image's header copy has vox_offset reset; the data proxy keeps the file's offset.
+        offset = getattr(img.dataobj, "offset", None)
+        offset = int(hdr.get_data_offset() if offset is None else offset)
+        expected = offset + int(np.prod(hdr.get_data_shape(), dtype=np.int64)) * np.dtype(hdr.get_data_dtype()).itemsize
+    except Exception:  # noqa: BLE001 - nibabel cannot parse it: damaged NIfTI, or another kind of file
+        try:
+            with (gzip.open(p, "rb") if gz else open(p, "rb")) as fh:
+                size = _nifti_header_size(fh.read(4))
+        except (EOFError, OSError, zlib.error):
+            size = None
+        if size is not None and stored < size:
+            raise _truncated(what, p, f"the header is cut short: the file holds {stored} bytes") from None
+        return  # not a NIfTI nibabel understands: the image reader says what it is
+    if stored < expected:
+        kind = "decompressed " if gz else ""
+        raise _truncated(what, p, f"the header promises {expected} bytes, the {kind}file holds {stored}")
+    try:
+        data = np.asanyarray(img.dataobj)
+    except (EOFError, OSError, zlib.error, ValueError) as exc:
+        raise _truncated(what, p, _damage(exc)) from None
+    refuse_non_finite(data, what, p)
+
+
+def refuse_non_finite(array: np.ndarray, what: str, source) -> None:
+    """Refuse NaN / +/-Inf voxels, saying how many of each and what to do."""
+    a = np.asarray(array)
+    if a.dtype.kind not in "fc":
         return
-    if np.dtype(img.get_data_dtype()).kind != "f":
+    n_nan = int(np.isnan(a).sum())
+    n_inf = int(np.isinf(a).sum())
+    if not (n_nan or n_inf):
         return
-    n = int(np.isnan(np.asanyarray(img.dataobj)).sum())
-    if n:
-        raise InputError(
-            f"{what}: {p} has {n} NaN voxel(s). Replace them (e.g. by 0 outside the head) before "
-            "running, or give the scanner's original image.")
+    found = " and ".join(x for x in (f"{n_nan} NaN voxel(s)" if n_nan else "",
+                                     f"{n_inf} infinite (+/-Inf) voxel(s)" if n_inf else "") if x)
+    raise InputError(
+        f"{what}: {source} has {found}. Replace them (e.g. by 0 outside the head) before "
+        "running, or give the scanner's original image.")
 
 
 def read_volume(path, *, what: str = "image", allow_4d: bool = False, name: str | None = None) -> Volume:
@@ -80,9 +168,9 @@ def read_volume(path, *, what: str = "image", allow_4d: bool = False, name: str 
             reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), ids[0]))
             img = reader.Execute()
         else:
-            img = sitk.ReadImage(str(p))
             if _suffix(p) in (".nii", ".nii.gz"):
-                _refuse_nifti_nans(p, what)
+                check_nifti(p, what)
+            img = sitk.ReadImage(str(p))
     except InputError:
         raise
     except RuntimeError as exc:
@@ -106,10 +194,12 @@ def read_volume(path, *, what: str = "image", allow_4d: bool = False, name: str 
             vols.append(Volume.from_sitk(ext))
         v = vols[0]
         arr = np.stack([x.array for x in vols]).astype(np.float32)
+        refuse_non_finite(arr, what, p)
         return Volume(arr, v.ijk_to_ras, name or p.name, {"path": str(p)})
     if dim != 3:
         raise InputError(f"{what}: {p} is {dim}D; expected a 3D volume.")
     v = Volume.from_sitk(img, name or p.name)
+    refuse_non_finite(v.array, what, p)  # NRRD, MetaImage and DICOM keep NaN / Inf as stored
     v.meta["path"] = str(p)
     return v
 

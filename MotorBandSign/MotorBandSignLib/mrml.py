@@ -441,6 +441,11 @@ def read_volume_node(path, scene=None, name: str | None = None, labelmap: bool =
         node.SetAttribute("MotorBandSign.source", str(p))
         return node
 
+    if _lower_suffix(p) in (".nii", ".nii.gz"):
+        # The same integrity check as the command line's reader (truncation, NaN / Inf).
+        from . import io
+
+        io.check_nifti(p, what=name or _default_name(p))
     reader = _header(p)
     dim = reader.GetDimension()
     size = reader.GetSize()
