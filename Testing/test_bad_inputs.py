@@ -266,3 +266,57 @@ def test_infinite_voxels_in_nrrd_are_refused(tmp_path):
     p = io.write_volume(Volume(arr, np.eye(4), "x"), tmp_path / "x.nrrd")
     with pytest.raises(InputError, match=r"x\.nrrd has 1 infinite"):
         io.read_volume(p, what="phase image")
+
+
+# --- re-measuring with an edited ribbon ----------------------------------------------------------
+
+
+def _edited(finished, tmp_path, keep_labels) -> Path:
+    rib = io.read_volume(finished[1] / "ribbon.nii.gz")
+    arr = np.where(np.isin(rib.array, keep_labels), rib.array, 0).astype(np.uint8)
+    return io.write_volume(rib, tmp_path / "edited.nii.gz", arr)
+
+
+@pytest.mark.parametrize("keep, expected", [
+    ((), "motorband: error: nothing could be measured: the ribbon '{rib}' is empty (no voxel labelled 1-4)."),
+    ((1, 2), "motorband: error: nothing could be measured: the ribbon '{rib}' has no hemisphere with both a "
+             "posterior bank (at least 20 voxels, label 1 left / 2 right) and control cortex (at least 30 voxels, "
+             "label 3 left / 4 right); it has left {n1} bank / 0 control, right {n2} bank / 0 control voxels."),
+])
+def test_measure_with_nothing_measurable_keeps_the_earlier_result(finished, tmp_path, capsys, keep, expected):
+    _, out, before_out = _copy_result(finished, tmp_path)
+    rib = _edited(finished, tmp_path, keep)
+    before_rib = _hashes([rib])
+    n = np.bincount(io.read_volume(rib).array.ravel().astype(int), minlength=3)
+    code, first = _cli(capsys, "measure", "--out", out, "--ribbon", rib, "--no-scene")
+    assert code == 2
+    assert first.startswith(expected.format(rib=rib, n1=n[1], n2=n[2])), first
+    assert _hashes(out.iterdir()) == before_out  # the earlier result is untouched
+    assert _hashes([rib]) == before_rib and _leftovers(tmp_path) == []
+
+
+def test_one_hemisphere_not_measured_is_not_called_absent(finished, tmp_path, capsys):
+    _, out, _ = _copy_result(finished, tmp_path)
+    rib = _edited(finished, tmp_path, (2, 3, 4))  # the left bank erased
+    code = cli.main(["measure", "--out", str(out), "--ribbon", str(rib), "--no-scene"])
+    printed = capsys.readouterr().out.splitlines()
+    assert code == 0
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert m["hemispheres"]["left"]["measured"] is False and m["measured_sides"] == ["right"]
+    assert printed[0] == "Pattern: absent (right bank only; left not measured)"
+    assert printed[1].strip() == "left : not measured"
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "the left bank could not be measured" in html and "neither posterior bank is darker" not in html
+    assert _leftovers(tmp_path) == []
+
+
+def test_no_bank_measured_is_pattern_not_measured():
+    from MotorBandSignLib import scoring, slicer_logic
+
+    shape = (10, 10, 10)
+    rib = np.zeros(shape, np.uint8)
+    rib[:, :, :2] = 3  # control cortex only
+    z = np.zeros(shape, np.float32)
+    m = scoring.score(np.ones(shape, np.float32), z, rib, None, 0.001)
+    assert m["pattern"] == "not measured" and m["measured_sides"] == []
+    assert slicer_logic.verdict_text(m).startswith("Not measured: neither posterior bank could be measured")

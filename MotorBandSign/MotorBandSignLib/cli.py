@@ -96,9 +96,19 @@ def _params_from_args(a):
         region_band_ratio=a.region_band_ratio, labels=a.labels)
 
 
+def _pattern_scope(metrics: dict) -> str:
+    """" (left bank only; right not measured)" when one hemisphere could not be measured."""
+    sides = [s for s in ("left", "right") if metrics["hemispheres"][s].get("measured")]
+    if len(sides) != 1:
+        return ""
+    other = "right" if sides[0] == "left" else "left"
+    return f" ({sides[0]} bank only; {other} not measured)"
+
+
 def _summary(result, out: Path) -> str:
     m = result.metrics
-    lines = [f"Pattern: {m['pattern']}" + ("  (control cortex diffusely dark: nonspecific)" if m.get("nonspecific_diffuse") else "")]
+    lines = [f"Pattern: {m['pattern']}" + _pattern_scope(m)
+             + ("  (control cortex diffusely dark: nonspecific)" if m.get("nonspecific_diffuse") else "")]
     for side in ("left", "right"):
         h = m["hemispheres"][side]
         if h.get("measured"):

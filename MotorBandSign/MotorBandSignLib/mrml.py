@@ -990,12 +990,14 @@ def plot_chart_from_profiles(profiles: dict, scene=None, name: str = "Motor band
 
 def labels_from_segmentation_file(path, reference: Volume, names_to_values: dict) -> Volume:
     """:func:`labels_from_segmentation` of a .seg.nrrd file, read in a scratch scene."""
-    scratch = new_headless_scene()
-    try:
-        seg = read_segmentation(path, scratch)
-        return labels_from_segmentation(seg, reference, names_to_values, scratch)
-    finally:
-        scratch.Clear(1)
+    # The scratch scene's file cache is removed on leaving, whatever happens (not only at exit).
+    with tempfile.TemporaryDirectory(prefix="motorband-mrml-cache-") as cache:
+        scratch = new_headless_scene(cache)
+        try:
+            seg = read_segmentation(path, scratch)
+            return labels_from_segmentation(seg, reference, names_to_values, scratch)
+        finally:
+            scratch.Clear(1)
 
 
 # ---------------------------------------------------------------------------------------------

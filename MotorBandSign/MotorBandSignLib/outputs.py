@@ -349,9 +349,11 @@ def read_ribbon(path, reference: Volume) -> Volume:
         from . import mrml
 
         names_to_values = {name: value for value, name in ribbon_mod.SEGMENT_NAMES.items()}
-        return mrml.labels_from_segmentation_file(p, reference, names_to_values)
+        labels = mrml.labels_from_segmentation_file(p, reference, names_to_values)
+        labels.name = str(path)  # messages name the file the user gave
+        return labels
     from .pipeline import checked_ribbon_labels
 
     v = io.read_volume(p, what="ribbon label volume")
     reference.require_same_grid(v)
-    return reference.with_array(checked_ribbon_labels(v.array, p.name), "Ribbon")
+    return reference.with_array(checked_ribbon_labels(v.array, p.name), str(path))

@@ -101,6 +101,31 @@ def checked_ribbon_labels(array: np.ndarray, name: str) -> np.ndarray:
     return a.astype(np.uint8)
 
 
+def require_measured(metrics: dict, ribbon: np.ndarray, name: str) -> None:
+    """Raise InputError if no hemisphere could be measured with the ribbon ``name`` (labels 1..4).
+
+    Used where the user gave the ribbon (an edited or imported segmentation): a result with
+    nothing measured would replace a good one and read like a normal finding.
+    """
+    if metrics["hemispheres"]["left"]["measured"] or metrics["hemispheres"]["right"]["measured"]:
+        return
+    from .heatmap import BANK, CONTROL, MIN_CONTROL_VOXELS
+    from .scoring import MIN_REGION_VOXELS
+
+    rib = np.asarray(ribbon)
+    if not rib.any():
+        raise InputError(
+            f"nothing could be measured: the ribbon '{name}' is empty (no voxel labelled 1-4). Mark the posterior "
+            "bank (1 left, 2 right) and its control cortex (3 left, 4 right), e.g. starting from the run's "
+            "ribbon.seg.nrrd.")
+    counts = ", ".join(f"{side} {int((rib == BANK[side]).sum())} bank / {int((rib == CONTROL[side]).sum())} control"
+                       for side in ("left", "right"))
+    raise InputError(
+        f"nothing could be measured: the ribbon '{name}' has no hemisphere with both a posterior bank (at least "
+        f"{MIN_REGION_VOXELS} voxels, label 1 left / 2 right) and control cortex (at least {MIN_CONTROL_VOXELS} "
+        f"voxels, label 3 left / 4 right); it has {counts} voxels. Add what is missing and measure again.")
+
+
 def _depth_for(ribbon: np.ndarray, depth: np.ndarray | None) -> np.ndarray | None:
     """Cortical depth on every voxel of ``ribbon``: known values kept, voxels added by an edit
     take the depth of the nearest voxel that had one."""
@@ -343,6 +368,8 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
              "gm_prob": gm.array if gm is not None else None, "wm_prob": wm.array if wm is not None else None,
              "diffuse_labels": diffuse_labels}
     z_swi, z_mag, metrics = measure(cache, rib_v, reg_v, p)
+    if inputs.ribbon is not None:
+        require_measured(metrics, rib_v.array, inputs.ribbon.name)
     warnings.extend(_coverage_warnings(metrics))
     step("scoring")
     timings["total"] = round(time.perf_counter() - t0, 2)
@@ -408,6 +435,7 @@ def remeasure(result: Result, ribbon_labels: Volume, params: Parameters | None =
              "brain": result.brain_mask.array > 0, "gm_prob": result.gm_prob, "wm_prob": result.wm_prob,
              "depth": depth, "diffuse_labels": result.diffuse_labels}
     z_swi, z_mag, metrics = measure(cache, rib_v, reg_v, p)
+    require_measured(metrics, rib, ribbon_labels.name)
     warnings = [w for w in result.warnings if "could not be measured" not in w and "outside the coverage" not in w]
     warnings += _coverage_warnings(metrics)
     timings = dict(result.timings)
