@@ -320,3 +320,74 @@ def test_no_bank_measured_is_pattern_not_measured():
     m = scoring.score(np.ones(shape, np.float32), z, rib, None, 0.001)
     assert m["pattern"] == "not measured" and m["measured_sides"] == []
     assert slicer_logic.verdict_text(m).startswith("Not measured: neither posterior bank could be measured")
+
+
+# --- interrupts and signals ----------------------------------------------------------------------
+
+
+def test_ctrl_c_prints_one_line_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
+    from MotorBandSignLib import pipeline
+
+    paths, before = case
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run", interrupted)
+    out = tmp_path / "new" / "out"
+    code = cli.main([str(a) for a in _run_args(paths, out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and err == ["motorband: interrupted, nothing written"]
+    assert not (tmp_path / "new").exists()  # not even the parent made for the lock
+    assert _hashes(paths.values()) == before and _leftovers(tmp_path) == []
+
+
+def test_sigterm_while_writing_removes_every_temporary(finished, tmp_path, capsys, monkeypatch):
+    import signal
+    import tempfile
+
+    from MotorBandSignLib import report
+
+    _, out, before_out = _copy_result(finished, tmp_path)
+    rib = _edited(finished, tmp_path, (1, 2, 3, 4))
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    real_write = report.write_report
+
+    def killed_while_writing(result, path, *a, **k):
+        assert (path.parent / "scene.mrb").exists()  # the scene bundle was packed already
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler raises here, in this thread
+        return real_write(result, path, *a, **k)
+
+    monkeypatch.setattr(report, "write_report", killed_while_writing)
+    code = cli.main(["measure", "--out", str(out), "--ribbon", str(rib)])  # with the scene
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 143 and err[-1] == "motorband: terminated, nothing written"
+    assert _hashes(out.iterdir()) == before_out  # the earlier result is as it was
+    assert _leftovers(tmp_path) == [] and list(system_tmp.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is not cli._raise_terminated  # handler restored
+
+
+def test_interrupt_while_moving_in_comes_after_the_result_is_complete(finished, tmp_path, capsys, monkeypatch):
+    import signal
+
+    _, out, _ = _copy_result(finished, tmp_path)
+    rib = _edited(finished, tmp_path, (2, 3, 4))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    real_move = outputs._move_in
+
+    def ctrl_c_during_move(tmp, dest):
+        os.kill(os.getpid(), signal.SIGINT)  # held back until every file is in
+        real_move(tmp, dest)
+
+    monkeypatch.setattr(outputs, "_move_in", ctrl_c_during_move)
+    try:
+        code = cli.main(["measure", "--out", str(out), "--ribbon", str(rib), "--no-scene"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and err[-1] == f"motorband: interrupted, after the results were written to {out}"
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert m["hemispheres"]["left"]["measured"] is False  # the new result, complete
+    assert _leftovers(tmp_path) == []

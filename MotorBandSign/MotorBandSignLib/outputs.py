@@ -195,19 +195,32 @@ def output_lock(out_dir, *, flag: str = "--out"):
 
 @contextlib.contextmanager
 def _signals_held():
-    """Hold SIGINT/SIGTERM back while the body runs; they are delivered right after it.
+    """Hold SIGINT/SIGTERM back while the body runs; the first one that came is then handled
+    as it would have been (its handler called, or the default action taken).
 
-    Yields a function telling whether one is already waiting (then the body should not start
-    what it cannot undo)."""
-    sigs = {signal.SIGINT, signal.SIGTERM}
-    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
-        yield lambda: False
+    Done by swapping the Python handlers, which run in the main thread whatever thread the
+    signal lands on (blocking with pthread_sigmask would not: the process has other threads).
+    Outside the main thread, where handlers cannot be set, nothing is held.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    caught = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
     try:
-        yield lambda: bool(signal.sigpending() & sigs)
+        yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if caught:
+            handler = previous[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
 
 
 def write_outputs(result, out_dir, *, with_scene: bool = True, progress=None) -> Path:
@@ -248,10 +261,9 @@ def write_outputs(result, out_dir, *, with_scene: bool = True, progress=None) ->
             report.write_report(result, tmp / "report.html")
             (tmp / "metrics.json").write_text(metrics_json(result), encoding="utf-8")
             try:
-                with _signals_held() as interrupt_waiting:
-                    if not interrupt_waiting():
-                        _move_in(tmp, out)
-                        moved = True
+                with _signals_held():
+                    _move_in(tmp, out)
+                    moved = True
             except BaseException as exc:
                 if moved:
                     exc.outputs_written = out
