@@ -391,3 +391,32 @@ def test_interrupt_while_moving_in_comes_after_the_result_is_complete(finished, 
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert m["hemispheres"]["left"]["measured"] is False  # the new result, complete
     assert _leftovers(tmp_path) == []
+
+
+# --- the terminal ----------------------------------------------------------------------------------
+
+
+def test_stdout_holds_only_the_summary(finished, tmp_path, capfd):
+    _, out, _ = _copy_result(finished, tmp_path)
+    rib = _edited(finished, tmp_path, (1, 2, 3, 4))
+    assert cli.main(["measure", "--out", str(out), "--ribbon", str(rib)]) == 0  # with the scene (.mrb packing)
+    printed, err = capfd.readouterr()
+    assert (out / "scene.mrb").exists()
+    assert printed.splitlines()[0].startswith("Pattern: ") and printed.splitlines()[-1] == f"Report: {out / 'report.html'}"
+    assert len(printed.splitlines()) == 4  # pattern, left, right, report: no warnings in this case
+    assert "Info:" not in printed + err and "Zip:" not in printed + err
+
+
+def test_library_warnings_and_errors_still_reach_stderr():
+    import io as stdio
+
+    import vtk
+
+    from MotorBandSignLib import mrml
+
+    stream = stdio.StringIO()
+    with mrml.library_messages(stream):
+        window = vtk.vtkOutputWindow.GetInstance()
+        window.DisplayText("Info: In vtkArchive.cxx, line 35\nZip: adding: scene.mrml\n\n")
+        window.DisplayErrorText("ERROR: In vtkMRMLScene.cxx, line 9\ncannot write\n\n")
+    assert stream.getvalue() == "ERROR: In vtkMRMLScene.cxx, line 9\ncannot write\n"

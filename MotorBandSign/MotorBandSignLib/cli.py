@@ -156,8 +156,8 @@ def cmd_run(a) -> int:
             inputs.ribbon = outputs.read_ribbon(a.ribbon, ref)
         progress = TerminalProgress()
         result = pipeline.run(inputs, params, progress=progress)
-        out = outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress)
-    print(_summary(result, Path(out)))
+        outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress)
+    print(_summary(result, Path(a.out)))
     return EXIT_OK
 
 
@@ -170,8 +170,8 @@ def cmd_measure(a) -> int:
         prev = outputs.load_result(a.out)
         rib = outputs.read_ribbon(a.ribbon, prev.swi)
         result = pipeline.remeasure(prev, rib)
-        out = outputs.write_outputs(result, a.out, with_scene=not a.no_scene)
-    print(_summary(result, Path(out)))
+        outputs.write_outputs(result, a.out, with_scene=not a.no_scene)
+    print(_summary(result, Path(a.out)))
     return EXIT_OK
 
 
@@ -192,7 +192,11 @@ def main(argv=None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
-        return {"run": cmd_run, "measure": cmd_measure}[a.command](a)
+        from .mrml import library_messages
+
+        # VTK/MRML chatter is dropped; their warnings and errors go to stderr (before our message).
+        with library_messages(sys.stderr):
+            return {"run": cmd_run, "measure": cmd_measure}[a.command](a)
     except InputError as exc:
         print(f"motorband: error: {exc}", file=sys.stderr)
         return EXIT_INPUT

@@ -23,6 +23,7 @@ renamed over the target (``os.replace``), so a crash never leaves a half-written
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -63,6 +64,7 @@ __all__ = [
     "rows_from_table_node",
     "plot_chart_from_profiles",
     "use_app_logics",
+    "library_messages",
 ]
 
 #: Extensions the volume reader accepts (lower case). DICOM is read from a directory.
@@ -83,6 +85,32 @@ _LOAD_SINGLE_FILE = 4
 #: the application's logics so that this module never touches ``slicer.modules``).
 _LOGICS: dict = {}
 _HEADLESS_SCENE = None
+
+
+#: Kinds of VTK/MRML output-window messages that are chatter for a user (e.g. "Info: ...
+#: vtkArchive.cxx ... Zip: adding ..." for every file packed into a .mrb).
+CHATTER_PREFIXES = ("Info:", "Debug:")
+
+
+@contextlib.contextmanager
+def library_messages(stream):
+    """While the body runs, collect what VTK and MRML print through their output window; on
+    leaving (also on an error), write the warnings and errors to ``stream`` and drop the
+    chatter (:data:`CHATTER_PREFIXES`). For command-line use: stdout keeps only the tool's own
+    summary. The previous output window is restored.
+    """
+    previous = vtk.vtkOutputWindow.GetInstance()
+    collector = vtk.vtkStringOutputWindow()
+    vtk.vtkOutputWindow.SetInstance(collector)
+    try:
+        yield
+    finally:
+        vtk.vtkOutputWindow.SetInstance(previous)
+        blocks = [b.strip() for b in collector.GetOutput().split("\n\n")]
+        kept = [b for b in blocks if b and not b.startswith(CHATTER_PREFIXES)]
+        if kept:
+            stream.write("\n".join(kept) + "\n")
+            stream.flush()
 
 
 def _in_slicer_app() -> bool:
