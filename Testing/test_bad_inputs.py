@@ -420,3 +420,23 @@ def test_library_warnings_and_errors_still_reach_stderr():
         window.DisplayText("Info: In vtkArchive.cxx, line 35\nZip: adding: scene.mrml\n\n")
         window.DisplayErrorText("ERROR: In vtkMRMLScene.cxx, line 9\ncannot write\n\n")
     assert stream.getvalue() == "ERROR: In vtkMRMLScene.cxx, line 9\ncannot write\n"
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"),
+                                     RuntimeError("itk::ERROR: ImageFileWriter: No space left on device")])
+def test_disk_full_while_writing_is_an_input_error_and_keeps_the_earlier_result(finished, tmp_path, capsys,
+                                                                               monkeypatch, failure):
+    from MotorBandSignLib import report
+
+    _, out, before_out = _copy_result(finished, tmp_path)
+    rib = _edited(finished, tmp_path, (1, 2, 3, 4))
+
+    def full(*a, **k):
+        raise failure
+
+    monkeypatch.setattr(report, "write_report", full)
+    code, first = _cli(capsys, "measure", "--out", out, "--ribbon", rib, "--no-scene")
+    assert code == 2
+    assert first == (f"motorband: error: no space left on {tmp_path} while writing the results: free some space "
+                     "there or give an output folder on another disk. Nothing was written.")
+    assert _hashes(out.iterdir()) == before_out and _leftovers(tmp_path) == []

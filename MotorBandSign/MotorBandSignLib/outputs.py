@@ -237,7 +237,7 @@ def write_outputs(result, out_dir, *, with_scene: bool = True, progress=None) ->
     out = check_output_dir(out_dir)
     with output_lock(out):
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=str(out.parent)))
-        moved = False
+        moving = moved = False
         try:
             say(0.0, "Writing volumes")
             io.write_volume(result.swi, tmp / "swi.nii.gz")
@@ -262,16 +262,43 @@ def write_outputs(result, out_dir, *, with_scene: bool = True, progress=None) ->
             (tmp / "metrics.json").write_text(metrics_json(result), encoding="utf-8")
             try:
                 with _signals_held():
+                    moving = True
                     _move_in(tmp, out)
                     moved = True
             except BaseException as exc:
                 if moved:
                     exc.outputs_written = out
                 raise
+        except (OSError, RuntimeError) as exc:
+            failure = _write_failure(exc, out, moving)
+            if failure is exc:
+                raise
+            raise failure from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     say(1.0, "Outputs written")
     return out
+
+
+#: Failures of the file system that are the user's to fix (a full disk, a read-only mount,
+#: permissions), as errno codes and as the text ITK/VTK put in their RuntimeErrors.
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _write_failure(exc: BaseException, out: Path, moving: bool) -> BaseException:
+    """InputError for a full disk or an unwritable folder met while writing; else ``exc``."""
+    text = str(exc)
+    code = getattr(exc, "errno", None)
+    after = (f"{out} is incomplete (no metrics.json): run again once fixed." if moving
+             else "Nothing was written.")
+    if code in _DISK_FULL or "No space left on device" in text or "Disk quota exceeded" in text:
+        return InputError(f"no space left on {out.parent} while writing the results: free some space there or "
+                          f"give an output folder on another disk. {after}")
+    if code in _NOT_WRITABLE or "Read-only file system" in text or "Permission denied" in text:
+        return InputError(f"cannot write in {out.parent} ({getattr(exc, 'strerror', None) or text.strip()[:80]}): "
+                          f"give an output folder you can write to. {after}")
+    return exc
 
 
 def _move_in(tmp: Path, out: Path) -> None:
