@@ -57,9 +57,9 @@ def _leftovers(folder: Path) -> list:
 
 
 def _cli(capsys, *args) -> tuple[int, str]:
-    """Exit code and the first line of stderr of ``motorband ARGS``."""
+    """Exit code and the first line of the message (after any progress lines) of ``motorband ARGS``."""
     code = cli.main([str(a) for a in args])
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("motorband")]
     return code, (err[0] if err else "")
 
 
@@ -440,3 +440,48 @@ def test_disk_full_while_writing_is_an_input_error_and_keeps_the_earlier_result(
     assert first == (f"motorband: error: no space left on {tmp_path} while writing the results: free some space "
                      "there or give an output folder on another disk. Nothing was written.")
     assert _hashes(out.iterdir()) == before_out and _leftovers(tmp_path) == []
+
+
+# --- magnitude and phase mixed up, units that contradict the data ----------------------------------
+
+
+@pytest.mark.parametrize("mixup, units, expected", [
+    ("magnitude as phase", "auto",
+     "motorband: error: Phase image looks like a magnitude: its values {lo}..{hi} are all positive"),
+    ("same file twice", "auto",
+     "motorband: error: the phase image 'magnitude.nii.gz' holds the same values as the magnitude "
+     "'magnitude.nii.gz': the same image was given twice."),
+    ("swapped", "auto", "motorband: error: the magnitude 'phase.nii.gz' is negative in 50 % of its voxels"),
+    ("none", "siemens", "motorband: error: Phase units were given as siemens, but the values (-0.1..0.1) are "
+                        "not integers, as Siemens phase is stored."),
+    ("none", "degrees", "motorband: error: Phase units were given as degrees, but the values -0.1..0.1 are "
+                        "radians (within one turn); read as degrees the phase would be near zero everywhere."),
+])
+def test_mixed_up_images_and_contradicting_units_are_refused(case, tmp_path, capsys, mixup, units, expected):
+    paths, before = case
+    mag, ph = paths["magnitude"], paths["phase"]
+    if mixup != "none":
+        paths = dict(paths, **{"magnitude as phase": {"phase": mag}, "same file twice": {"phase": mag},
+                               "swapped": {"magnitude": ph, "phase": mag}}[mixup])
+    arr = io.read_volume(mag).array
+    if mixup == "magnitude as phase":  # another echo's magnitude, say: not the same values
+        v = io.read_volume(mag)
+        arr = v.array * 0.8
+        paths["phase"] = io.write_volume(v, tmp_path / "echo2.nii.gz", arr)
+    args = list(_run_args(paths, tmp_path / "out"))
+    args[args.index("--phase-units") + 1] = units
+    code, first = _cli(capsys, *args)
+    assert code == 2
+    assert first.startswith(expected.format(lo=f"{arr.min():g}", hi=f"{arr.max():g}")), first
+    assert _hashes([mag, ph, paths["ribbon"]]) == before
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_signed_siemens_integers_with_odd_values_are_recognised():
+    from MotorBandSignLib.phase import to_radians
+
+    rad = np.random.default_rng(5).uniform(-np.pi, np.pi, (8, 16, 16))
+    sie = np.clip(np.round(rad / np.pi * 4096), -4096, 4095).astype(np.int16)  # -4096..4095, step 1
+    out, detected, warnings = to_radians(sie)
+    assert detected == "siemens" and warnings == []
+    assert np.max(np.abs(np.angle(np.exp(1j * (out - rad))))) < 1e-3

@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from .errors import CancelledError, InputError
+from .params import PHASE_UNITS
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
 #: Shell conventions: 128 + the signal number (SIGINT 2, SIGTERM 15).
@@ -57,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--real", help="real part (instead of --phase, with --imag)")
     r.add_argument("--imag", help="imaginary part (instead of --phase, with --real)")
     r.add_argument("--out", required=True, help="output directory")
-    r.add_argument("--phase-units", default="auto", choices=["auto", "radians", "degrees", "siemens"])
+    r.add_argument("--phase-units", default="auto", choices=list(PHASE_UNITS),
+                   help="how the phase is stored: auto (detect), radians, degrees, siemens (integers 0..4095 or "
+                        "-4096..4095), rescale (map the range found linearly to -pi..pi)")
     r.add_argument("--handedness", default="right", choices=["right", "left"],
                    help="phase sign convention: right (Siemens, Philips; default) or left (GE)")
     r.add_argument("--te", type=float, nargs="+", default=[], metavar="SECONDS", help="echo time(s) in seconds")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .errors import InputError
 
-PHASE_UNITS = ("auto", "radians", "degrees", "siemens")
+PHASE_UNITS = ("auto", "radians", "degrees", "siemens", "rescale")
 HANDEDNESS = ("right", "left")
 HIGHPASS = ("homodyne", "unwrap")
 MASK_TYPES = ("negative", "positive", "tanh")

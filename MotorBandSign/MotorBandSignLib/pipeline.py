@@ -31,6 +31,10 @@ LOW_SNR = 15.0
 #: the cortex (2.5-3 mm thick in sensorimotor cortex, Fischl & Dale 2000, PNAS 97:11050) and
 #: within the superficial white matter under it, local enough to share the receive bias.
 WM_REFERENCE_MM = (2.0, 6.0)
+#: A magnitude is >= 0; interpolation or filtering by a converter can leave a few slightly
+#: negative voxels, so only more than this share of negative voxels is refused (a phase image
+#: given as the magnitude is negative in about half of them).
+MAX_NEGATIVE_MAGNITUDE = 0.01
 #: Labels of the iron-rich deep grey nuclei (caudate, putamen, pallidum) in templates.REGION_LABELS.
 DEEP_GREY_LABELS = (9, 10)
 #: Their high-passed phase is negative in right-handed data (paramagnetic iron: Haacke et al.
@@ -180,6 +184,15 @@ def _validate_inputs(inputs: Inputs) -> None:
     for opt in (inputs.ribbon, inputs.brain_mask):
         if opt is not None:
             mag.require_same_grid(opt)
+    if inputs.phase is not None and np.array_equal(inputs.phase.array, mag.array):
+        raise InputError(f"the phase image '{inputs.phase.name}' holds the same values as the magnitude "
+                         f"'{mag.name}': the same image was given twice. Give the phase series as the phase.")
+    negative = float(np.mean(mag.array < 0))
+    if negative > MAX_NEGATIVE_MAGNITUDE:
+        raise InputError(
+            f"the magnitude '{mag.name}' is negative in {100 * negative:.0f} % of its voxels (min "
+            f"{float(mag.array.min()):g}); a magnitude never is. Check that the magnitude was given as the "
+            "magnitude and the phase as the phase (were they swapped?).")
 
 
 def _phase_radians(inputs: Inputs, p: Parameters, warnings: list, qc: dict) -> np.ndarray:
