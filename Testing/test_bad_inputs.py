@@ -485,3 +485,43 @@ def test_signed_siemens_integers_with_odd_values_are_recognised():
     out, detected, warnings = to_radians(sie)
     assert detected == "siemens" and warnings == []
     assert np.max(np.abs(np.angle(np.exp(1j * (out - rad))))) < 1e-3
+
+
+# --- messages speak the user's flags and units -----------------------------------------------------
+
+
+def _four_d(paths, tmp_path) -> dict:
+    out = {}
+    for which in ("magnitude", "phase"):
+        v = io.read_volume(paths[which])
+        out[which] = io.write_volume(v, tmp_path / f"{which}-2echo.nii.gz", np.stack([v.array, v.array]))
+    return out
+
+
+@pytest.mark.parametrize("te, four_d, expected", [
+    (("20", "40"), True, "motorband: error: echo times 20 40 (--te on the command line): give echo times in "
+                         "seconds (these look like milliseconds), e.g. --te 0.02 0.04."),
+    (("0.02",), True, "motorband: error: --magnitude {mag} is 4D (2 echoes) but --te gives 1 echo time(s): give "
+                      "one per echo, in seconds, e.g. --te 0.005 0.010."),
+    ((), True, "motorband: error: --magnitude {mag} is 4D (2 echoes) but --te gives 0 echo time(s)"),
+    (("0.01", "0.02"), False, "motorband: error: --te gives 2 echo times but --magnitude {mag} holds one echo (3D)"),
+])
+def test_echo_time_messages_name_the_flag_and_the_unit(case, tmp_path, capsys, te, four_d, expected):
+    paths, before = case
+    if four_d:
+        paths = dict(paths, **_four_d(paths, tmp_path))
+        paths.pop("ribbon")
+    args = ["run", "--magnitude", paths["magnitude"], "--phase", paths["phase"], "--out", tmp_path / "out"]
+    if te:
+        args += ["--te", *te]
+    code, first = _cli(capsys, *args)
+    assert code == 2 and first.startswith(expected.format(mag=paths["magnitude"])), first
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_parameter_messages_name_the_flag():
+    from MotorBandSignLib.params import Parameters
+
+    with pytest.raises(InputError, match=r"^parameter mip_slab_mm=-1 must be positive \(--mip-slab-mm on the "
+                                         r"command line\)\.$"):
+        Parameters(mip_slab_mm=-1).validate()

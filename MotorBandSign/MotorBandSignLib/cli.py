@@ -134,10 +134,18 @@ def cmd_run(a) -> int:
     params.validate()
     outputs.check_output_dir(a.out, [a.magnitude, a.phase, a.real, a.imag, a.t1, a.parcellation, a.ribbon])
     with outputs.output_lock(a.out):
-        multi = len(a.te) > 1
-        mag = io.read_volume(a.magnitude, what="magnitude image", allow_4d=multi)
-        if mag.array.ndim == 4 and not multi:
-            raise InputError("the magnitude is 4D (several echoes) but fewer than two echo times were given: add --te T1 T2 ...")
+        mag = io.read_volume(a.magnitude, what="magnitude image", allow_4d=True)
+        if mag.array.ndim == 4 and mag.array.shape[0] == 1:
+            mag = mag.with_array(mag.array[0])
+        echoes = mag.array.shape[0] if mag.array.ndim == 4 else 1
+        if echoes > 1 and len(a.te) != echoes:
+            example = " ".join(f"{0.005 * (n + 1):.3f}" for n in range(echoes))
+            raise InputError(f"--magnitude {a.magnitude} is 4D ({echoes} echoes) but --te gives {len(a.te)} echo "
+                             f"time(s): give one per echo, in seconds, e.g. --te {example}.")
+        if echoes == 1 and len(a.te) > 1:
+            raise InputError(f"--te gives {len(a.te)} echo times but --magnitude {a.magnitude} holds one echo (3D): "
+                             "give the multi-echo magnitude and phase as 4D files, or at most one --te.")
+        multi = echoes > 1
         if a.phase and (a.real or a.imag):
             raise InputError("give either --phase or --real with --imag, not both.")
         if not a.phase and not (a.real and a.imag):
