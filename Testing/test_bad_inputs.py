@@ -525,3 +525,88 @@ def test_parameter_messages_name_the_flag():
     with pytest.raises(InputError, match=r"^parameter mip_slab_mm=-1 must be positive \(--mip-slab-mm on the "
                                          r"command line\)\.$"):
         Parameters(mip_slab_mm=-1).validate()
+
+
+# --- caches ------------------------------------------------------------------------------------------
+
+
+def test_a_corrupt_template_cache_is_rebuilt_not_fatal(tmp_path, monkeypatch):
+    from MotorBandSignLib import templates
+
+    monkeypatch.setenv("MOTORBANDSIGN_CACHE", str(tmp_path / "cache"))
+    builds = []
+
+    def build():
+        builds.append(1)
+        return {"a": np.arange(1000.0)}
+
+    first = templates._cached_npz("issue12_probe", build)
+    (cached,) = (tmp_path / "cache").glob("issue12_probe-*.npz")
+    assert templates._cached_npz("issue12_probe", build)["a"].sum() == first["a"].sum() and len(builds) == 1
+    cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])  # truncated by a killed writer
+    again = templates._cached_npz("issue12_probe", build)
+    assert len(builds) == 2 and np.array_equal(again["a"], first["a"])
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cached.name]  # rebuilt in place, no temp left
+    assert np.load(cached)["a"].size == 1000
+
+
+# --- a fuzz of NIfTI headers -----------------------------------------------------------------------
+
+#: (offset, struct format) of NIfTI-1 header fields the fuzz changes (little-endian).
+_FIELDS = {"dim": (40, "<8h"), "datatype": (70, "<h"), "bitpix": (72, "<h"), "pixdim": (76, "<8f"),
+           "vox_offset": (108, "<f"), "scl_slope": (112, "<f"), "scl_inter": (116, "<f"),
+           "qform_code": (252, "<h"), "sform_code": (254, "<h"), "quatern": (256, "<6f"),
+           "srow": (280, "<12f")}
+
+
+def _mutated_nifti(rng, path: Path) -> Path:
+    import gzip
+    import struct
+
+    import nibabel as nib
+
+    shape = tuple(int(n) for n in rng.integers(1, 9, size=rng.choice([2, 3, 4])))
+    dtype = rng.choice(["uint8", "int16", "int32", "float32", "float64"])
+    data = (rng.normal(size=shape) * 100).astype(dtype)
+    aff = np.diag([*rng.uniform(0.5, 3, 3), 1.0])
+    img = nib.Nifti1Image(data, aff)
+    img.header.set_qform(aff, int(rng.integers(0, 3)))
+    img.header.set_sform(aff @ np.diag([1, 1, 1, 1.0]) if rng.random() < 0.5 else aff, int(rng.integers(0, 3)))
+    raw = bytearray(img.header.binaryblock + b"\0" * 4 + np.asarray(data).tobytes(order="F"))
+    for _ in range(int(rng.integers(0, 4))):
+        name = rng.choice(list(_FIELDS))
+        offset, fmt = _FIELDS[name]
+        values = list(struct.unpack_from(fmt, raw, offset))
+        n = int(rng.integers(len(values)))
+        weird = [0, -1, 1, 7, 8, 300, 32767, -32768] if fmt[-1] == "h" else \
+            [0.0, -1.0, 1e-12, 1e12, float("nan"), float("inf"), -float("inf"), float(rng.normal() * 10)]
+        values[n] = weird[int(rng.integers(len(weird)))]
+        struct.pack_into(fmt, raw, offset, *values)
+    if rng.random() < 0.3:
+        raw = raw[: int(rng.integers(0, len(raw)))]
+    if rng.random() < 0.5:
+        path = path.with_suffix(".nii.gz")
+        packed = gzip.compress(bytes(raw))
+        if rng.random() < 0.2:
+            packed = packed[: int(rng.integers(0, len(packed)))]
+        path.write_bytes(packed)
+    else:
+        path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("seed", range(400))
+def test_fuzzed_nifti_headers_give_a_sane_volume_or_an_input_error(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    p = _mutated_nifti(rng, tmp_path / f"fuzz{seed}.nii")
+    before = _hashes([p])
+    try:
+        v = io.read_volume(p, what="phase image", allow_4d=bool(rng.random() < 0.5))
+    except InputError as exc:
+        assert str(exc).startswith("phase image") or str(p) in str(exc), str(exc)
+    else:
+        assert v.array.ndim in (3, 4) and v.array.size > 0
+        assert np.all(np.isfinite(v.ijk_to_ras)) and np.all(v.spacing > 0)
+        assert abs(np.linalg.det(v.ijk_to_ras[:3, :3])) > 0
+        assert v.array.dtype.kind not in "fc" or np.all(np.isfinite(v.array))
+    assert _hashes([p]) == before

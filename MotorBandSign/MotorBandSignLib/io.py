@@ -119,7 +119,7 @@ def check_nifti(path, what: str = "image") -> None:
         raise _truncated(what, p, f"the header promises {expected} bytes, the {kind}file holds {stored}")
     try:
         data = np.asanyarray(img.dataobj)
-    except (EOFError, OSError, zlib.error, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to read the voxels the header describes is damage
         raise _truncated(what, p, _damage(exc)) from None
     refuse_non_finite(data, what, p)
 
@@ -138,6 +138,16 @@ def refuse_non_finite(array: np.ndarray, what: str, source) -> None:
     raise InputError(
         f"{what}: {source} has {found}. Replace them (e.g. by 0 outside the head) before "
         "running, or give the scanner's original image.")
+
+
+def _refuse_bad_geometry(v: Volume, what: str, p: Path) -> None:
+    """Refuse a voxel-to-world matrix that is not finite or not invertible (a damaged header)."""
+    m = v.ijk_to_ras[:3, :3]
+    if np.all(np.isfinite(v.ijk_to_ras)) and np.all(v.spacing > 0) and abs(np.linalg.det(m)) > 1e-12:
+        return
+    raise InputError(
+        f"{what}: {p} has an invalid geometry in its header (voxel size {np.round(v.spacing, 4).tolist()} mm, "
+        "orientation not finite or not invertible). Convert the scan again (e.g. dcm2niix) or fix the header.")
 
 
 def read_volume(path, *, what: str = "image", allow_4d: bool = False, name: str | None = None) -> Volume:
@@ -193,12 +203,14 @@ def read_volume(path, *, what: str = "image", allow_4d: bool = False, name: str 
             ext = sitk.Extract(img, size[:3] + [0], [0, 0, 0, t])
             vols.append(Volume.from_sitk(ext))
         v = vols[0]
+        _refuse_bad_geometry(v, what, p)
         arr = np.stack([x.array for x in vols]).astype(np.float32)
         refuse_non_finite(arr, what, p)
         return Volume(arr, v.ijk_to_ras, name or p.name, {"path": str(p)})
     if dim != 3:
         raise InputError(f"{what}: {p} is {dim}D; expected a 3D volume.")
     v = Volume.from_sitk(img, name or p.name)
+    _refuse_bad_geometry(v, what, p)
     refuse_non_finite(v.array, what, p)  # NRRD, MetaImage and DICOM keep NaN / Inf as stored
     v.meta["path"] = str(p)
     return v
