@@ -610,3 +610,21 @@ def test_fuzzed_nifti_headers_give_a_sane_volume_or_an_input_error(tmp_path, see
         assert abs(np.linalg.det(v.ijk_to_ras[:3, :3])) > 0
         assert v.array.dtype.kind not in "fc" or np.all(np.isfinite(v.array))
     assert _hashes([p]) == before
+
+
+def test_a_small_field_of_view_is_refused_as_too_small_for_localisation(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    shape = (20, 64, 64)  # (k, j, i) at 1 mm: 64 x 64 x 20 mm
+    k, j, i = np.indices(shape)
+    head = (j - 32.0) ** 2 + (i - 32.0) ** 2 < 28 ** 2
+    v = Volume(np.where(head, 100.0, 2.0).astype(np.float32) + rng.random(shape, np.float32), np.eye(4), "small")
+    mag = io.write_volume(v, tmp_path / "magnitude.nii.gz")
+    ph = io.write_volume(v, tmp_path / "phase.nii.gz", rng.uniform(-3, 3, shape).astype(np.float32))
+    before = _hashes([mag, ph])
+    code, first = _cli(capsys, "run", "--magnitude", mag, "--phase", ph, "--out", tmp_path / "out")
+    assert code == 2
+    assert first == ("motorband: error: coverage too small for localisation: the magnitude 'magnitude.nii.gz' "
+                     "covers 64 x 64 x 20 mm (left-right x front-back x up-down); finding the motor strips needs "
+                     "at least 100 mm left-right and front-back (a whole axial section of the head). Give a scan "
+                     "covering the head, or give the ribbon (--ribbon) drawn on this one.")
+    assert _hashes([mag, ph]) == before and not (tmp_path / "out").exists() and _leftovers(tmp_path) == []

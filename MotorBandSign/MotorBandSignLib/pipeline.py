@@ -35,6 +35,11 @@ WM_REFERENCE_MM = (2.0, 6.0)
 #: negative voxels, so only more than this share of negative voxels is refused (a phase image
 #: given as the magnitude is negative in about half of them).
 MAX_NEGATIVE_MAGNITUDE = 0.01
+#: Smallest left-right and anterior-posterior extent (mm) of the field of view for locating the
+#: motor strips: an adult brain is about 140 mm wide and 170 mm long (Talairach & Tournoux 1988
+#: atlas extents), and both central sulci with their control cortex span most of its width at
+#: the vertex. Under this the image cannot hold both hemispheres' motor strips. Provisional.
+MIN_FOV_FOR_LOCALISATION_MM = 100.0
 #: Labels of the iron-rich deep grey nuclei (caudate, putamen, pallidum) in templates.REGION_LABELS.
 DEEP_GREY_LABELS = (9, 10)
 #: Their high-passed phase is negative in right-handed data (paramagnetic iron: Haacke et al.
@@ -159,6 +164,26 @@ def _handedness_warning(phase_hp: np.ndarray, labels: np.ndarray, qc: dict) -> l
                 "iron gives negative phase in right-handed data, so the phase sign looks reversed. If this is a "
                 "left-handed scanner (GE), set handedness to left; otherwise check the phase series."]
     return []
+
+
+def field_of_view_mm(vol: Volume) -> np.ndarray:
+    """Extent (mm) of the image's bounding box along R-L, A-P and S-I (voxel edges included)."""
+    shape_ijk = np.array(vol.shape[::-1], dtype=np.float64)
+    corners = np.array([[i, j, k] for i in (-0.5, shape_ijk[0] - 0.5) for j in (-0.5, shape_ijk[1] - 0.5)
+                        for k in (-0.5, shape_ijk[2] - 0.5)])
+    ras = vol.ras_of_ijk(corners)
+    return ras.max(axis=0) - ras.min(axis=0)
+
+
+def _require_coverage(mag: Volume) -> None:
+    """Refuse a field of view too small to hold the motor strips (before any localisation)."""
+    fov = field_of_view_mm(mag)
+    if min(fov[0], fov[1]) < MIN_FOV_FOR_LOCALISATION_MM:
+        raise InputError(
+            f"coverage too small for localisation: the magnitude '{mag.name}' covers {fov[0]:.0f} x {fov[1]:.0f} x "
+            f"{fov[2]:.0f} mm (left-right x front-back x up-down); finding the motor strips needs at least "
+            f"{MIN_FOV_FOR_LOCALISATION_MM:.0f} mm left-right and front-back (a whole axial section of the head). "
+            "Give a scan covering the head, or give the ribbon (--ribbon) drawn on this one.")
 
 
 def _check(cancel):
@@ -306,6 +331,9 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
         raise InputError(
             f"magnitude '{mag.name}' has {mag.array.shape[0]} echoes but {len(p.echo_times)} echo times were given: "
             "give one echo time per echo (in seconds, e.g. --te 0.005 0.010 0.015).")
+
+    if inputs.ribbon is None:
+        _require_coverage(mag)
 
     say(0.02, "Converting phase to radians")
     rad = _phase_radians(inputs, p, warnings, qc)
