@@ -628,3 +628,55 @@ def test_a_small_field_of_view_is_refused_as_too_small_for_localisation(tmp_path
                      "at least 100 mm left-right and front-back (a whole axial section of the head). Give a scan "
                      "covering the head, or give the ribbon (--ribbon) drawn on this one.")
     assert _hashes([mag, ph]) == before and not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+# --- qform / sform ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("qcode, scode, used", [(1, 2, "the qform"), (2, 1, "the sform")])
+def test_a_qform_sform_conflict_is_reported_with_the_transform_used(tmp_path, qcode, scode, used):
+    import nibabel as nib
+
+    q = np.diag([2.0, 2.0, 2.0, 1.0])
+    s = q.copy()
+    s[:3, 3] = (10.0, 0.0, 0.0)
+    img = nib.Nifti1Image(np.ones((6, 7, 8), np.float32), None)
+    img.header.set_qform(q, qcode)
+    img.header.set_sform(s, scode)
+    p = tmp_path / "conflict.nii.gz"
+    nib.save(img, str(p))
+    v = io.read_volume(p, what="phase image")
+    chosen = q if used == "the qform" else s
+    assert np.allclose(v.ijk_to_ras, chosen)
+    assert v.meta["geometry_warning"].startswith(
+        f"phase image: {p} has a qform (code {qcode}) and an sform (code {scode}) that place the image up to 10.0 mm "
+        f"apart; the geometry used is the one ITK and Slicer read ({used}), while FSL and nibabel use the sform.")
+    img.header.set_sform(q, scode)  # agreeing transforms: nothing to report
+    nib.save(img, str(p))
+    assert "geometry_warning" not in io.read_volume(p).meta
+
+
+def test_the_conflict_is_among_the_run_warnings(case, tmp_path, capsys):
+    import nibabel as nib
+
+    paths, _ = case
+    conflicted = {}
+    for which in ("magnitude", "phase"):
+        v = io.read_volume(paths[which])
+        img = nib.Nifti1Image(v.array.transpose(2, 1, 0), None)
+        shifted = v.ijk_to_ras.copy()
+        shifted[:3, 3] += (10.0, 0.0, 0.0)
+        img.header.set_qform(v.ijk_to_ras, 1)
+        img.header.set_sform(shifted, 2)
+        conflicted[which] = tmp_path / f"{which}-qs.nii.gz"
+        nib.save(img, str(conflicted[which]))
+    out = tmp_path / "out"
+    code = cli.main([str(a) for a in _run_args(dict(paths, **conflicted), out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    warnings = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["warnings"]
+    for which in ("magnitude", "phase"):
+        note = (f"{which} image: {conflicted[which]} has a qform (code 1) and an sform (code 2) that place the "
+                "image up to 10.0 mm apart; the geometry used is the one ITK and Slicer read (the qform)")
+        assert any(w.startswith(note) for w in warnings)
+        assert f"  warning: {note}" in printed

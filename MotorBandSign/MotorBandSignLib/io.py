@@ -76,7 +76,26 @@ def _truncated(what: str, p: Path, detail: str) -> InputError:
                       "PACS or archive (an interrupted copy or download leaves such a file).")
 
 
-def check_nifti(path, what: str = "image") -> None:
+#: qform and sform that place some corner of the grid further apart than this (mm) disagree.
+QFORM_SFORM_TOLERANCE_MM = 0.5
+
+
+def _qform_sform_conflict(hdr, shape) -> tuple | None:
+    """(qform code, sform code, largest corner distance in mm, qform affine, sform affine) when
+    both transforms are set and place the grid differently; else None."""
+    q, qc = hdr.get_qform(coded=True)
+    s, sc = hdr.get_sform(coded=True)
+    if not qc or not sc or q is None or s is None:
+        return None
+    n = [max(int(x), 1) for x in (list(shape) + [1, 1, 1])[:3]]
+    corners = np.array([[i, j, k, 1.0] for i in (0, n[0] - 1) for j in (0, n[1] - 1) for k in (0, n[2] - 1)])
+    d = float(np.max(np.linalg.norm((corners @ q.T - corners @ s.T)[:, :3], axis=1)))
+    if not np.isfinite(d) or d <= QFORM_SFORM_TOLERANCE_MM:
+        return None
+    return int(qc), int(sc), d, q, s
+
+
+def check_nifti(path, what: str = "image") -> tuple | None:
     """Refuse a damaged NIfTI file, or one holding NaN or +/-Inf voxels (:class:`InputError`).
 
     Damaged: the (decompressed) file holds fewer bytes than its header promises (``vox_offset``
@@ -85,6 +104,9 @@ def check_nifti(path, what: str = "image") -> None:
     before any reader sees the file. Non-finite values are refused because ITK's NIfTI reader
     turns them into 0 silently. A file that does not start like a NIfTI is left to the image
     reader, which says it cannot read it.
+
+    Returns (message, qform, sform) when the header's qform and sform both are set and disagree
+    (the message has a ``{used}`` slot for the transform the reader took), else None.
     """
     import zlib
 
@@ -122,6 +144,17 @@ def check_nifti(path, what: str = "image") -> None:
     except Exception as exc:  # noqa: BLE001 - any failure to read the voxels the header describes is damage
         raise _truncated(what, p, _damage(exc)) from None
     refuse_non_finite(data, what, p)
+    try:
+        conflict = _qform_sform_conflict(hdr, hdr.get_data_shape())
+    except Exception:  # noqa: BLE001 - an odd header the geometry check of read_volume judges
+        conflict = None
+    if conflict is None:
+        return None
+    qc, sc, d, q, s = conflict
+    return (f"{what}: {p} has a qform (code {qc}) and an sform (code {sc}) that place the image up to {d:.1f} mm "
+            "apart; the geometry used is the one ITK and Slicer read ({used}), while FSL and nibabel use the sform. "
+            "If that is the wrong one, make the two agree (e.g. fslorient -copysform2qform or -copyqform2sform) "
+            "and run again.", q, s)
 
 
 def refuse_non_finite(array: np.ndarray, what: str, source) -> None:
@@ -161,12 +194,21 @@ def read_volume(path, *, what: str = "image", allow_4d: bool = False, name: str 
         What the file should be (used in error messages, e.g. "phase image").
     allow_4d : bool
         Accept a 4D file (echoes / components along the 4th axis, returned first).
+
+    Notes
+    -----
+    NIfTI files are checked first (:func:`check_nifti`: truncation, corruption, NaN / Inf).
+    Geometry is ITK's reading of the header, the same as Slicer's. When the qform and the sform
+    are both set and disagree, that reading is kept and a note naming the transform used is put
+    in ``meta["geometry_warning"]`` (the pipeline lists it among the run's warnings). A
+    non-finite or singular geometry is refused.
     """
     import SimpleITK as sitk
 
     p = Path(path)
     if not p.exists():
         raise InputError(f"{what}: file not found: {p}. Check the path (expected a NIfTI, NRRD or DICOM directory).")
+    note = None
     try:
         if p.is_dir():
             reader = sitk.ImageSeriesReader()
@@ -178,8 +220,7 @@ def read_volume(path, *, what: str = "image", allow_4d: bool = False, name: str 
             reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), ids[0]))
             img = reader.Execute()
         else:
-            if _suffix(p) in (".nii", ".nii.gz"):
-                check_nifti(p, what)
+            note = check_nifti(p, what) if _suffix(p) in (".nii", ".nii.gz") else None
             img = sitk.ReadImage(str(p))
     except InputError:
         raise
@@ -206,14 +247,29 @@ def read_volume(path, *, what: str = "image", allow_4d: bool = False, name: str 
         _refuse_bad_geometry(v, what, p)
         arr = np.stack([x.array for x in vols]).astype(np.float32)
         refuse_non_finite(arr, what, p)
-        return Volume(arr, v.ijk_to_ras, name or p.name, {"path": str(p)})
+        out = Volume(arr, v.ijk_to_ras, name or p.name, {"path": str(p)})
+        _note_geometry(out, note)
+        return out
     if dim != 3:
         raise InputError(f"{what}: {p} is {dim}D; expected a 3D volume.")
     v = Volume.from_sitk(img, name or p.name)
     _refuse_bad_geometry(v, what, p)
     refuse_non_finite(v.array, what, p)  # NRRD, MetaImage and DICOM keep NaN / Inf as stored
     v.meta["path"] = str(p)
+    _note_geometry(v, note)
     return v
+
+
+def _note_geometry(v: Volume, note) -> None:
+    """Record a qform/sform conflict as ``v.meta["geometry_warning"]``, naming the transform
+    the reader used (the pipeline reports it among the run's warnings)."""
+    if not note:
+        return
+    text, q, s = note
+    m = v.ijk_to_ras  # RAS, as nibabel's affines
+    used = ("the qform" if np.allclose(m, q, atol=1e-3) else "the sform" if np.allclose(m, s, atol=1e-3)
+            else "neither exactly")
+    v.meta["geometry_warning"] = text.replace("{used}", used)
 
 
 def write_volume(vol: Volume, path, array: np.ndarray | None = None) -> Path:

@@ -325,6 +325,9 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
     step.t = t0
 
     _validate_inputs(inputs)
+    for given in (inputs.magnitude, inputs.phase, inputs.real, inputs.imag, inputs.t1, inputs.parcellation):
+        if given is not None and given.meta.get("geometry_warning"):
+            warnings.append(given.meta["geometry_warning"])
     mag = inputs.magnitude
     multi = mag.array.ndim == 4
     if multi and len(p.echo_times) != mag.array.shape[0]:
