@@ -680,3 +680,44 @@ def test_the_conflict_is_among_the_run_warnings(case, tmp_path, capsys):
                 "image up to 10.0 mm apart; the geometry used is the one ITK and Slicer read (the qform)")
         assert any(w.startswith(note) for w in warnings)
         assert f"  warning: {note}" in printed
+
+
+@pytest.mark.parametrize("damaged, expected", [
+    ("state.npz", "motorband: error: the earlier result in {out} is damaged (BadZipFile reading state.npz / "
+                  "metrics.json): run `motorband run ... --out DIR` again to rebuild it."),
+    ("swi.nii.gz", "motorband: error: earlier result's swi: file truncated or corrupt: {out}/swi.nii.gz ("),
+])
+def test_measure_on_a_damaged_result_is_an_input_error(finished, tmp_path, capsys, damaged, expected):
+    _, out, _ = _copy_result(finished, tmp_path)
+    _cut(out / damaged, 0.5)
+    before = _hashes(out.iterdir())
+    rib = _edited(finished, tmp_path, (1, 2, 3, 4))
+    code, first = _cli(capsys, "measure", "--out", out, "--ribbon", rib, "--no-scene")
+    assert code == 2 and first.startswith(expected.format(out=out)), first
+    assert _hashes(out.iterdir()) == before and _leftovers(tmp_path) == []
+
+
+def test_measure_without_scene_leaves_nothing_in_the_system_temp(finished, tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    _, out, _ = _copy_result(finished, tmp_path)
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    rib = out / "ribbon_edited.seg.nrrd"  # an edited segmentation saved beside the result, as the README shows
+    rib.write_bytes((out / "ribbon.seg.nrrd").read_bytes())
+    assert cli.main(["measure", "--out", str(out), "--ribbon", str(rib), "--no-scene"]) == 0
+    assert list(system_tmp.iterdir()) == [] and _leftovers(tmp_path) == []
+    assert rib.exists()  # the user's file in the folder is kept
+
+
+def test_a_one_voxel_brain_mask_is_an_input_error():
+    from MotorBandSignLib import pipeline
+
+    v = Volume(np.ones((8, 9, 10), np.float32), np.eye(4), "magnitude")
+    mask = np.zeros(v.shape, np.uint8)
+    mask[4, 4, 4] = 1
+    inputs = pipeline.Inputs(magnitude=v, phase=v.with_array(np.zeros(v.shape, np.float32), "phase"),
+                             brain_mask=v.with_array(mask, "mask"))
+    with pytest.raises(InputError, match=r"^the brain mask 'mask' holds 0\.0 mL; a brain mask covers at least 100 mL"):
+        pipeline.run(inputs)

@@ -252,7 +252,7 @@ def write_outputs(result, out_dir, *, with_scene: bool = True, progress=None) ->
             say(0.3, "Writing the segmentation and scene")
             # The scene's file cache (where the .mrb is packed) lives in the temporary folder,
             # so it goes with it on every exit path.
-            scene = mrml.new_scene(cache_dir=str(tmp / ".mrml-cache")) if with_scene else None
+            scene = mrml.new_scene(cache_dir=str(tmp / ".mrml-cache"))
             nodes = mrml.result_to_nodes(result, scene)
             mrml.write_segmentation(nodes["segmentation"], tmp / "ribbon.seg.nrrd")
             if with_scene:
@@ -355,14 +355,22 @@ def load_result(out_dir):
     if not (d / "metrics.json").exists() or not (d / "state.npz").exists():
         raise InputError(f"{d} is not a complete MotorBandSign output directory (no metrics.json/state.npz): "
                          "run `motorband run ... --out DIR` first.")
-    with np.load(d / "state.npz") as z:
-        st = {k: z[k] for k in z.files}
-    side = json.loads(bytes(st["json"]).decode())
-    pd = side["params"]
-    params = Parameters(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in pd.items()})
-    vols = {n: io.read_volume(d / f"{n}.nii.gz", what=n) for n in
+    import zipfile
+    import zlib
+
+    try:
+        with np.load(d / "state.npz") as z:
+            st = {k: z[k] for k in z.files}
+        side = json.loads(bytes(st["json"]).decode())
+        pd = side["params"]
+        params = Parameters(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in pd.items()})
+        metrics = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise InputError(f"the earlier result in {d} is damaged ({type(exc).__name__} reading state.npz / "
+                         "metrics.json): run `motorband run ... --out DIR` again to rebuild it.") from None
+    # A damaged image of the result is refused by the reader (truncated or corrupt, with its path).
+    vols = {n: io.read_volume(d / f"{n}.nii.gz", what=f"earlier result's {n}") for n in
             ("swi", "mip", "phase_hp", "magnitude", "ribbon", "regions", "heatmap", "heatmap_magnitude")}
-    metrics = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
     brain = vols["swi"].with_array(st["brain"].astype(np.uint8), "Brain mask")
     return Result(
         swi=vols["swi"], mip=vols["mip"], phase_hp=vols["phase_hp"], magnitude=vols["magnitude"], brain_mask=brain,

@@ -209,6 +209,14 @@ def _validate_inputs(inputs: Inputs) -> None:
     for opt in (inputs.ribbon, inputs.brain_mask):
         if opt is not None:
             mag.require_same_grid(opt)
+    if inputs.brain_mask is not None:
+        from .anatomy import MASK_MIN_VOLUME_ML
+
+        ml = float(np.count_nonzero(inputs.brain_mask.array)) * float(np.prod(mag.spacing)) / 1000.0
+        if ml < MASK_MIN_VOLUME_ML:
+            raise InputError(f"the brain mask '{inputs.brain_mask.name}' holds {ml:.1f} mL; a brain mask covers at "
+                             f"least {MASK_MIN_VOLUME_ML:g} mL. Give the brain mask of this scan, or none (one is "
+                             "then computed from the magnitude).")
     if inputs.phase is not None and np.array_equal(inputs.phase.array, mag.array):
         raise InputError(f"the phase image '{inputs.phase.name}' holds the same values as the magnitude "
                          f"'{mag.name}': the same image was given twice. Give the phase series as the phase.")
