@@ -721,3 +721,21 @@ def test_a_one_voxel_brain_mask_is_an_input_error():
                              brain_mask=v.with_array(mask, "mask"))
     with pytest.raises(InputError, match=r"^the brain mask 'mask' holds 0\.0 mL; a brain mask covers at least 100 mL"):
         pipeline.run(inputs)
+
+
+def test_a_file_that_cannot_be_opened_is_left_to_the_reader(case, monkeypatch):
+    paths, _ = case
+
+    def denied(p):
+        raise PermissionError(13, "Permission denied", str(p))
+
+    monkeypatch.setattr(io, "_is_gzip", denied)
+    assert io.check_nifti(paths["phase"], what="phase image") is None  # no NameError: the reader reports it
+
+
+def test_check_nifti_leaves_files_that_are_not_nifti_to_the_reader(tmp_path):
+    text = tmp_path / "notes.nii"
+    text.write_text("not an image at all")
+    assert io.check_nifti(text) is None  # the reader then says it cannot read it
+    with pytest.raises(InputError, match=r"cannot read .*notes\.nii as an image"):
+        io.read_volume(text)

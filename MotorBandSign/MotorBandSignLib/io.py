@@ -113,6 +113,7 @@ def check_nifti(path, what: str = "image") -> tuple | None:
     import nibabel as nib
 
     p = Path(path)
+    gz = False
     try:
         gz = _is_gzip(p)
         stored = _stored_bytes(p, gz)
