@@ -739,3 +739,21 @@ def test_check_nifti_leaves_files_that_are_not_nifti_to_the_reader(tmp_path):
     assert io.check_nifti(text) is None  # the reader then says it cannot read it
     with pytest.raises(InputError, match=r"cannot read .*notes\.nii as an image"):
         io.read_volume(text)
+
+
+def test_scene_caches_of_killed_processes_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from MotorBandSignLib import mrml
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(done.stdout)  # a process that has exited
+    dead = tmp_path / f"{mrml.CACHE_PREFIX}{dead_pid}-abc"
+    alive = tmp_path / f"{mrml.CACHE_PREFIX}{os.getpid()}-def"  # this process: running
+    other = tmp_path / f"{mrml.CACHE_PREFIX}xyz"  # an older name without a PID: not ours to judge
+    for d in (dead, alive, other):
+        d.mkdir()
+        (d / "scene.mrml").write_text("x")
+    assert mrml.remove_stale_caches(str(tmp_path)) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])

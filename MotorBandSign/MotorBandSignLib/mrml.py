@@ -147,6 +147,32 @@ def use_app_logics(scene, volumes_logic=None, segmentations_logic=None) -> None:
         entry["Segmentations"] = segmentations_logic
 
 
+#: Scene file caches in the system temporary folder are named CACHE_PREFIX + owner PID + "-...".
+CACHE_PREFIX = "motorband-mrml-cache-"
+
+
+def remove_stale_caches(folder: str | None = None) -> list:
+    """Remove scene caches left in the temporary folder by processes that no longer run
+    (killed before their exit clean-up); returns the folders removed. Caches of running
+    processes, and folders not named ``CACHE_PREFIX + PID + "-..."``, are left alone."""
+    removed = []
+    base = Path(folder or tempfile.gettempdir())
+    for d in base.glob(f"{CACHE_PREFIX}*-*"):
+        pid = d.name[len(CACHE_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or not d.is_dir() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue  # exists but not ours to signal: leave it
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
 def new_headless_scene(cache_dir: str | None = None):
     """Build a new scene with the logics that reading and writing data need.
 
@@ -183,7 +209,8 @@ def new_headless_scene(cache_dir: str | None = None):
     slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene, True)
 
     if cache_dir is None:
-        cache_dir = tempfile.mkdtemp(prefix="motorband-mrml-cache-")
+        remove_stale_caches()
+        cache_dir = tempfile.mkdtemp(prefix=f"{CACHE_PREFIX}{os.getpid()}-")
         atexit.register(shutil.rmtree, cache_dir, True)
     remote_io = slicer.vtkMRMLRemoteIOLogic()
     remote_io.SetMRMLScene(scene)
@@ -1019,7 +1046,7 @@ def plot_chart_from_profiles(profiles: dict, scene=None, name: str = "Motor band
 def labels_from_segmentation_file(path, reference: Volume, names_to_values: dict) -> Volume:
     """:func:`labels_from_segmentation` of a .seg.nrrd file, read in a scratch scene."""
     # The scratch scene's file cache is removed on leaving, whatever happens (not only at exit).
-    with tempfile.TemporaryDirectory(prefix="motorband-mrml-cache-") as cache:
+    with tempfile.TemporaryDirectory(prefix=f"{CACHE_PREFIX}{os.getpid()}-") as cache:
         scratch = new_headless_scene(cache)
         try:
             seg = read_segmentation(path, scratch)
