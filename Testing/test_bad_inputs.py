@@ -757,3 +757,27 @@ def test_scene_caches_of_killed_processes_are_removed(tmp_path):
         (d / "scene.mrml").write_text("x")
     assert mrml.remove_stale_caches(str(tmp_path)) == [dead]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
+
+
+def test_an_interrupted_progress_line_on_a_terminal_is_ended_before_the_message(case, tmp_path, monkeypatch):
+    import io as stdio
+    import sys
+
+    from MotorBandSignLib import pipeline
+
+    class Terminal(stdio.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    paths, _ = case
+
+    def interrupted_midway(inputs, params, progress=None, cancel=None):
+        progress(0.35, "Locating the precentral and postcentral gyri")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run", interrupted_midway)
+    assert cli.main([str(a) for a in _run_args(paths, tmp_path / "out")]) == 130
+    lines = term.getvalue().split("\n")
+    assert lines[0].startswith("\r[ 35.0%") and lines[1] == "motorband: interrupted, nothing written"

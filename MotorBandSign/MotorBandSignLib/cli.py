@@ -30,6 +30,17 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 class TerminalProgress:
     """Progress on stderr: one updating line on a terminal, one line per step otherwise."""
 
+    #: The terminal stream whose progress line is still open (no newline yet), if any.
+    open_line = None
+
+    @classmethod
+    def close_line(cls):
+        """End an open progress line, so that a message printed next starts on its own line."""
+        if cls.open_line is not None:
+            cls.open_line.write("\n")
+            cls.open_line.flush()
+            cls.open_line = None
+
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -40,8 +51,10 @@ class TerminalProgress:
         line = f"[{100 * fraction:5.1f}% {time.perf_counter() - self.t0:6.1f}s] {message}"
         if self.tty:
             self.stream.write("\r" + line.ljust(78))
+            TerminalProgress.open_line = self.stream
             if fraction >= 1.0:
                 self.stream.write("\n")
+                TerminalProgress.open_line = None
         elif message != self.last:
             self.stream.write(line + "\n")
         self.last = message
@@ -209,18 +222,22 @@ def main(argv=None) -> int:
         with library_messages(sys.stderr):
             return {"run": cmd_run, "measure": cmd_measure}[a.command](a)
     except InputError as exc:
+        TerminalProgress.close_line()
         print(f"motorband: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     except CancelledError as exc:
+        TerminalProgress.close_line()
         print(f"motorband: {exc}", file=sys.stderr)
         return EXIT_INTERNAL
     except KeyboardInterrupt as exc:
+        TerminalProgress.close_line()
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         written = getattr(exc, "outputs_written", None)
         print(f"motorband: {what}, " + (f"after the results were written to {written}" if written else
                                          "nothing written"), file=sys.stderr)
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception:  # noqa: BLE001 - the command line reports any other failure as internal
+        TerminalProgress.close_line()
         traceback.print_exc()
         print("motorband: internal error (exit 1); please report it with the traceback above.", file=sys.stderr)
         return EXIT_INTERNAL
