@@ -781,3 +781,17 @@ def test_an_interrupted_progress_line_on_a_terminal_is_ended_before_the_message(
     assert cli.main([str(a) for a in _run_args(paths, tmp_path / "out")]) == 130
     lines = term.getvalue().split("\n")
     assert lines[0].startswith("\r[ 35.0%") and lines[1] == "motorband: interrupted, nothing written"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fuzzed_inputs_through_the_command_exit_0_or_2_never_a_traceback(tmp_path, capsys, seed):
+    rng = np.random.default_rng(1000 + seed)
+    mag = _mutated_nifti(rng, tmp_path / "magnitude.nii")
+    ph = _mutated_nifti(rng, tmp_path / "phase.nii")
+    before = _hashes([mag, ph])
+    code = cli.main(["run", "--magnitude", str(mag), "--phase", str(ph), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code in (0, 2) and "Traceback" not in err and "internal error" not in err, err
+    assert _hashes([mag, ph]) == before and _leftovers(tmp_path) == []
+    if code == 2:
+        assert not (tmp_path / "out").exists()

@@ -108,11 +108,17 @@ def check_nifti(path, what: str = "image") -> tuple | None:
     Returns (message, qform, sform) when the header's qform and sform both are set and disagree
     (the message has a ``{used}`` slot for the transform the reader took), else None.
     """
+    from nibabel.imageglobals import LoggingOutputSuppressor
+
+    with LoggingOutputSuppressor():  # nibabel logs its header repairs to stderr: not the user's concern
+        return _check_nifti(Path(path), what)
+
+
+def _check_nifti(p: Path, what: str) -> tuple | None:
     import zlib
 
     import nibabel as nib
 
-    p = Path(path)
     gz = False
     try:
         gz = _is_gzip(p)
