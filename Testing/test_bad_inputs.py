@@ -1,9 +1,11 @@
 """The bad-input and fault matrix (issue 12): each row a user can hit, through the CLI.
 
 Inputs are a small synthetic case built here (a 32 x 40 x 40 "head" at 2 mm with a given
-ribbon), so no row needs the localisation. Every test checks the exit code, the first line of
-the message, that the input files are byte-identical afterwards, and that the output folder is
-absent (or holds a complete earlier result) with no temporary leftovers beside it.
+ribbon), so no row needs the localisation. The command-line tests check the exit code, the
+first line of the message, that the input files are byte-identical afterwards, and that the
+output folder is absent (or holds a complete earlier result) with no temporary leftovers beside
+it; a few library-level tests pin the pieces underneath (reader, phase units, caches). Signals
+are sent by the test to its own process at a chosen point (no timing).
 """
 
 from __future__ import annotations
