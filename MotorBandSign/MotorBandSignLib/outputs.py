@@ -208,7 +208,8 @@ def _signals_held():
         yield
         return
     caught = []
-    held = (signal.SIGINT, signal.SIGTERM)
+    # A handler installed outside Python (getsignal() is None) could not be put back: leave it.
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
     previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
     try:
         yield
