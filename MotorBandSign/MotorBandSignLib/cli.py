@@ -212,9 +212,11 @@ def main(argv=None) -> int:
     import signal
     import threading
 
-    # Only the main thread may set handlers (cli.main may also be called from a worker thread).
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    # Only the main thread may set handlers (cli.main may also be called from a worker thread), and
+    # a handler installed outside Python (getsignal() is None) could not be put back afterwards.
+    own_sigterm = (threading.current_thread() is threading.main_thread()
+                   and signal.getsignal(signal.SIGTERM) is not None)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if own_sigterm else None
     try:
         from .mrml import library_messages
 
@@ -242,7 +244,7 @@ def main(argv=None) -> int:
         print("motorband: internal error (exit 1); please report it with the traceback above.", file=sys.stderr)
         return EXIT_INTERNAL
     finally:
-        if main_thread:
+        if own_sigterm:
             signal.signal(signal.SIGTERM, previous)
 
 
