@@ -797,3 +797,14 @@ def test_fuzzed_inputs_through_the_command_exit_0_or_2_never_a_traceback(tmp_pat
     assert _hashes([mag, ph]) == before and _leftovers(tmp_path) == []
     if code == 2:
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("block_bytes", [1, 500, 10**9])
+def test_non_finite_voxels_are_counted_right_in_blocks(tmp_path, monkeypatch, block_bytes):
+    monkeypatch.setattr(io, "_CHECK_BLOCK_BYTES", block_bytes)
+    a = np.ones((5, 6, 7, 3), np.float32)
+    a[0, 0, 0, 0] = a[4, 5, 6, 2] = np.nan
+    a[2, 3, 1, 1] = -np.inf
+    p = _nifti(tmp_path / "four.nii.gz", a)
+    with pytest.raises(InputError, match=r"has 2 NaN voxel\(s\) and 1 infinite \(\+/-Inf\) voxel\(s\)"):
+        io.read_volume(p, what="phase image", allow_4d=True)

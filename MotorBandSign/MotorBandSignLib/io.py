@@ -147,10 +147,10 @@ def _check_nifti(p: Path, what: str) -> tuple | None:
         kind = "decompressed " if gz else ""
         raise _truncated(what, p, f"the header promises {expected} bytes, the {kind}file holds {stored}")
     try:
-        data = np.asanyarray(img.dataobj)
+        n_nan, n_inf = _count_non_finite(img, hdr)
     except Exception as exc:  # noqa: BLE001 - any failure to read the voxels the header describes is damage
         raise _truncated(what, p, _damage(exc)) from None
-    refuse_non_finite(data, what, p)
+    _refuse_counts(n_nan, n_inf, what, p)
     try:
         conflict = _qform_sform_conflict(hdr, hdr.get_data_shape())
     except Exception:  # noqa: BLE001 - an odd header the geometry check of read_volume judges
@@ -164,13 +164,39 @@ def _check_nifti(p: Path, what: str) -> tuple | None:
             "and run again.", q, s)
 
 
+#: Voxel data are checked for NaN / Inf in blocks of about this many bytes (bounded memory).
+_CHECK_BLOCK_BYTES = 64 * 2**20
+
+
+def _count_non_finite(img, hdr) -> tuple[int, int]:
+    """NaN and +/-Inf voxels of a NIfTI image, read in blocks along its slowest axis. Integer
+    data without scaling cannot hold them and are not read (their size was checked already)."""
+    slope = getattr(img.dataobj, "slope", 1.0)
+    inter = getattr(img.dataobj, "inter", 0.0)
+    unscaled = slope == 1.0 and inter == 0.0
+    if np.dtype(hdr.get_data_dtype()).kind in "iub" and unscaled:
+        return 0, 0
+    shape = hdr.get_data_shape()
+    per_slab = int(np.prod(shape[:-1], dtype=np.int64)) * np.dtype(hdr.get_data_dtype()).itemsize
+    step = max(1, _CHECK_BLOCK_BYTES // max(per_slab, 1))
+    n_nan = n_inf = 0
+    for start in range(0, shape[-1], step):
+        block = np.asanyarray(img.dataobj[..., start:start + step])
+        if block.dtype.kind in "fc":
+            n_nan += int(np.count_nonzero(np.isnan(block)))
+            n_inf += int(np.count_nonzero(np.isinf(block)))
+    return n_nan, n_inf
+
+
 def refuse_non_finite(array: np.ndarray, what: str, source) -> None:
     """Refuse NaN / +/-Inf voxels, saying how many of each and what to do."""
     a = np.asarray(array)
     if a.dtype.kind not in "fc":
         return
-    n_nan = int(np.isnan(a).sum())
-    n_inf = int(np.isinf(a).sum())
+    _refuse_counts(int(np.isnan(a).sum()), int(np.isinf(a).sum()), what, source)
+
+
+def _refuse_counts(n_nan: int, n_inf: int, what: str, source) -> None:
     if not (n_nan or n_inf):
         return
     found = " and ".join(x for x in (f"{n_nan} NaN voxel(s)" if n_nan else "",
