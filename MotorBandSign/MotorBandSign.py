@@ -72,8 +72,8 @@ sclerosis (ALS), presumably from iron deposition.</p>
 <p>From magnitude and phase the module computes SWI and a minimum intensity projection, finds the central
 sulcus, builds a ribbon of the posterior bank and of control cortex (each hemisphere; medial = leg,
 intermediate = hand, lateral = face), and maps how much darker the bank is than control cortex. The verdict
-(absent / left / right / bilateral) comes with per-region scores and quality warnings; the ribbon can be
-corrected in Segment Editor and re-measured. What makes it a motor band is the <i>pattern</i>: the posterior
+(absent / left / right / bilateral, or not measured when no bank could be measured) comes with per-region scores
+and quality warnings; the ribbon can be corrected in Segment Editor and re-measured. What makes it a motor band is the <i>pattern</i>: the posterior
 bank, not its neighbours. Cortical low signal also comes with ageing and other diseases: the result supports,
 never makes, a diagnosis. Thresholds are provisional.</p>
 <p>References: the motor band sign case report (bilateral band with bilateral spasticity; a left band with

@@ -100,13 +100,14 @@ def test_detection_uses_percentiles_for_span_warnings():
     np.testing.assert_allclose(out.max(), np.radians(10), rtol=1e-5)
 
 
-def test_unknown_range_is_rescaled_with_a_warning_naming_the_override():
+def test_unknown_range_is_refused_unless_rescale_is_stated():
     ph = wrapped_phase()
     philips = np.round((ph + np.pi) / (2 * np.pi) * 997 - 500).astype(np.int16)  # about -500..496
-    out, units, warns = to_radians(philips)
-    assert units == "rescaled"
-    assert len(warns) == 1
-    assert "guessed" in warns[0] and "units='radians'" in warns[0]
+    with pytest.raises(InputError, match=r"Phase values -500\.\.49\d match no known phase storage .* pass "
+                                         r"--phase-units rescale"):
+        to_radians(philips)
+    out, units, warns = to_radians(philips, units="rescale")
+    assert units == "rescaled" and warns == []
     # linear map of [min, max + 1 step) onto one turn: the phase comes back to within a step
     step = 2 * np.pi / (int(philips.max()) - int(philips.min()) + 1)
     # the rescaled phase equals the original up to a constant offset and quantisation
@@ -180,8 +181,10 @@ def test_milliradian_integers_are_not_taken_for_siemens():
     rng = np.random.default_rng(3)
     rad = rng.uniform(-np.pi, np.pi, (8, 16, 16))
     mrad = np.round(rad * 1000).astype(np.int16)  # -3142..3141
-    out, detected, warnings = to_radians(mrad)
-    assert detected == "rescaled" and warnings and "guessed" in warnings[0]
+    with pytest.raises(InputError, match="match no known phase storage"):
+        to_radians(mrad)
+    out, detected, warnings = to_radians(mrad, units="rescale")
+    assert detected == "rescaled"
     # Rescaling the full range to one turn recovers the radians to the rounding step.
     assert np.max(np.abs(np.angle(np.exp(1j * (out - rad))))) < 5e-3
     # A real dcm2niix Siemens image (even values -4096..4094) is still recognised.

@@ -376,6 +376,7 @@ def test_empty_ribbon_still_reports(tmp_path):
     p = parse(text)
     assert p.errors == [] and text.count("data:image/png;base64,") == 1 + 2
     body = "".join(p.text)
-    assert "Pattern: absent" in body and "Total regional grade" not in body  # nothing was graded
+    # Nothing was measured, so nothing is called (issue 12: "absent" is a finding about a measured bank).
+    assert "Pattern: not measured" in body and "Total regional grade" not in body  # nothing was graded
     rows = [r for r in p.rows if r and r[0] in ("left", "right")]
     assert len(rows) == 8 and all(c.startswith("not measured") for r in rows for c in r[2:])

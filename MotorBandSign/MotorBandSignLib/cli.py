@@ -6,7 +6,9 @@
 The demo case is written by ``python Testing/phantoms/demo.py --out demo-case`` (the simulator is
 test machinery, not part of this package); ``make demo`` writes it and runs ``motorband run`` on it.
 
-Exit codes: 0 success, 2 bad input (the message names the problem and the fix), 1 internal failure.
+Exit codes: 0 success, 2 bad input (the message names the problem and the fix), 1 internal failure,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM); an interrupted run leaves no output and no
+temporary files.
 """
 
 from __future__ import annotations
@@ -18,12 +20,26 @@ import traceback
 from pathlib import Path
 
 from .errors import CancelledError, InputError
+from .params import PHASE_UNITS
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
+#: Shell conventions: 128 + the signal number (SIGINT 2, SIGTERM 15).
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 
 class TerminalProgress:
     """Progress on stderr: one updating line on a terminal, one line per step otherwise."""
+
+    #: The terminal stream whose progress line is still open (no newline yet), if any.
+    open_line = None
+
+    @classmethod
+    def close_line(cls):
+        """End an open progress line, so that a message printed next starts on its own line."""
+        if cls.open_line is not None:
+            cls.open_line.write("\n")
+            cls.open_line.flush()
+            cls.open_line = None
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
@@ -35,8 +51,10 @@ class TerminalProgress:
         line = f"[{100 * fraction:5.1f}% {time.perf_counter() - self.t0:6.1f}s] {message}"
         if self.tty:
             self.stream.write("\r" + line.ljust(78))
+            TerminalProgress.open_line = self.stream
             if fraction >= 1.0:
                 self.stream.write("\n")
+                TerminalProgress.open_line = None
         elif message != self.last:
             self.stream.write(line + "\n")
         self.last = message
@@ -53,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--real", help="real part (instead of --phase, with --imag)")
     r.add_argument("--imag", help="imaginary part (instead of --phase, with --real)")
     r.add_argument("--out", required=True, help="output directory")
-    r.add_argument("--phase-units", default="auto", choices=["auto", "radians", "degrees", "siemens"])
+    r.add_argument("--phase-units", default="auto", choices=list(PHASE_UNITS),
+                   help="how the phase is stored: auto (detect), radians, degrees, siemens (integers 0..4095 or "
+                        "-4096..4095), rescale (map the range found linearly to -pi..pi)")
     r.add_argument("--handedness", default="right", choices=["right", "left"],
                    help="phase sign convention: right (Siemens, Philips; default) or left (GE)")
     r.add_argument("--te", type=float, nargs="+", default=[], metavar="SECONDS", help="echo time(s) in seconds")
@@ -92,9 +112,19 @@ def _params_from_args(a):
         region_band_ratio=a.region_band_ratio, labels=a.labels)
 
 
+def _pattern_scope(metrics: dict) -> str:
+    """" (left bank only; right not measured)" when one hemisphere could not be measured."""
+    sides = [s for s in ("left", "right") if metrics["hemispheres"][s].get("measured")]
+    if len(sides) != 1:
+        return ""
+    other = "right" if sides[0] == "left" else "left"
+    return f" ({sides[0]} bank only; {other} not measured)"
+
+
 def _summary(result, out: Path) -> str:
     m = result.metrics
-    lines = [f"Pattern: {m['pattern']}" + ("  (control cortex diffusely dark: nonspecific)" if m.get("nonspecific_diffuse") else "")]
+    lines = [f"Pattern: {m['pattern']}" + _pattern_scope(m)
+             + ("  (control cortex diffusely dark: nonspecific)" if m.get("nonspecific_diffuse") else "")]
     for side in ("left", "right"):
         h = m["hemispheres"][side]
         if h.get("measured"):
@@ -115,61 +145,107 @@ def cmd_run(a) -> int:
 
     params = _params_from_args(a)
     params.validate()
-    multi = len(a.te) > 1
-    mag = io.read_volume(a.magnitude, what="magnitude image", allow_4d=multi)
-    if mag.array.ndim == 4 and not multi:
-        raise InputError("the magnitude is 4D (several echoes) but fewer than two echo times were given: add --te T1 T2 ...")
-    if a.phase and (a.real or a.imag):
-        raise InputError("give either --phase or --real with --imag, not both.")
-    if not a.phase and not (a.real and a.imag):
-        raise InputError("no phase given: add --phase PHASE (or --real R --imag I).")
-    inputs = pipeline.Inputs(magnitude=mag)
-    if a.phase:
-        inputs.phase = io.read_volume(a.phase, what="phase image", allow_4d=multi)
-    else:
-        inputs.real = io.read_volume(a.real, what="real image", allow_4d=multi)
-        inputs.imag = io.read_volume(a.imag, what="imaginary image", allow_4d=multi)
-    if a.t1:
-        inputs.t1 = io.read_volume(a.t1, what="T1 image")
-    if a.parcellation:
-        inputs.parcellation = io.read_volume(a.parcellation, what="parcellation")
-        if not a.labels:
-            raise InputError("--parcellation needs --labels freesurfer|synthseg|TABLE to say what its numbers mean.")
-    ref = mag if mag.array.ndim == 3 else mag.with_array(mag.array[0])
-    if a.ribbon:
-        inputs.ribbon = outputs.read_ribbon(a.ribbon, ref)
-    progress = TerminalProgress()
-    result = pipeline.run(inputs, params, progress=progress)
-    out = outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress)
-    print(_summary(result, Path(out)))
+    outputs.check_output_dir(a.out, [a.magnitude, a.phase, a.real, a.imag, a.t1, a.parcellation, a.ribbon])
+    with outputs.output_lock(a.out):
+        mag = io.read_volume(a.magnitude, what="magnitude image", allow_4d=True)
+        if mag.array.ndim == 4 and mag.array.shape[0] == 1:
+            mag = mag.with_array(mag.array[0])
+        echoes = mag.array.shape[0] if mag.array.ndim == 4 else 1
+        if echoes > 1 and len(a.te) != echoes:
+            example = " ".join(f"{0.005 * (n + 1):.3f}" for n in range(echoes))
+            raise InputError(f"--magnitude {a.magnitude} is 4D ({echoes} echoes) but --te gives {len(a.te)} echo "
+                             f"time(s): give one per echo, in seconds, e.g. --te {example}.")
+        if echoes == 1 and len(a.te) > 1:
+            raise InputError(f"--te gives {len(a.te)} echo times but --magnitude {a.magnitude} holds one echo (3D): "
+                             "give the multi-echo magnitude and phase as 4D files, or at most one --te.")
+        multi = echoes > 1
+        if a.phase and (a.real or a.imag):
+            raise InputError("give either --phase or --real with --imag, not both.")
+        if not a.phase and not (a.real and a.imag):
+            raise InputError("no phase given: add --phase PHASE (or --real R --imag I).")
+        inputs = pipeline.Inputs(magnitude=mag)
+        if a.phase:
+            inputs.phase = io.read_volume(a.phase, what="phase image", allow_4d=multi)
+        else:
+            inputs.real = io.read_volume(a.real, what="real image", allow_4d=multi)
+            inputs.imag = io.read_volume(a.imag, what="imaginary image", allow_4d=multi)
+        if a.t1:
+            inputs.t1 = io.read_volume(a.t1, what="T1 image")
+        if a.parcellation:
+            inputs.parcellation = io.read_volume(a.parcellation, what="parcellation")
+            if not a.labels:
+                raise InputError("--parcellation needs --labels freesurfer|synthseg|TABLE to say what its numbers mean.")
+        ref = mag if mag.array.ndim == 3 else mag.with_array(mag.array[0])
+        if a.ribbon:
+            inputs.ribbon = outputs.read_ribbon(a.ribbon, ref)
+        progress = TerminalProgress()
+        result = pipeline.run(inputs, params, progress=progress)
+        outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress)
+    print(_summary(result, Path(a.out)))
     return EXIT_OK
 
 
 def cmd_measure(a) -> int:
     from . import outputs, pipeline
 
-    prev = outputs.load_result(a.out)
-    rib = outputs.read_ribbon(a.ribbon, prev.swi)
-    result = pipeline.remeasure(prev, rib)
-    out = outputs.write_outputs(result, a.out, with_scene=not a.no_scene)
-    print(_summary(result, Path(out)))
+    # The edited ribbon may sit in the output folder: measure writes only the result's own files.
+    outputs.check_output_dir(a.out, [a.ribbon], inputs_inside_ok=True)
+    with outputs.output_lock(a.out):
+        prev = outputs.load_result(a.out)
+        rib = outputs.read_ribbon(a.ribbon, prev.swi)
+        result = pipeline.remeasure(prev, rib)
+        outputs.write_outputs(result, a.out, with_scene=not a.no_scene)
+    print(_summary(result, Path(a.out)))
     return EXIT_OK
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is so that clean-up (finally, atexit) runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 def main(argv=None) -> int:
     a = _parser().parse_args(argv)
+    import signal
+    import threading
+
+    # Only the main thread may set handlers (cli.main may also be called from a worker thread), and
+    # a handler installed outside Python (getsignal() is None) could not be put back afterwards.
+    own_sigterm = (threading.current_thread() is threading.main_thread()
+                   and signal.getsignal(signal.SIGTERM) is not None)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if own_sigterm else None
     try:
-        return {"run": cmd_run, "measure": cmd_measure}[a.command](a)
+        from .mrml import library_messages
+
+        # VTK/MRML chatter is dropped; their warnings and errors go to stderr (before our message).
+        with library_messages(sys.stderr):
+            return {"run": cmd_run, "measure": cmd_measure}[a.command](a)
     except InputError as exc:
+        TerminalProgress.close_line()
         print(f"motorband: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     except CancelledError as exc:
+        TerminalProgress.close_line()
         print(f"motorband: {exc}", file=sys.stderr)
         return EXIT_INTERNAL
+    except KeyboardInterrupt as exc:
+        TerminalProgress.close_line()
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        written = getattr(exc, "outputs_written", None)
+        print(f"motorband: {what}, " + (f"after the results were written to {written}" if written else
+                                         "nothing written"), file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception:  # noqa: BLE001 - the command line reports any other failure as internal
+        TerminalProgress.close_line()
         traceback.print_exc()
         print("motorband: internal error (exit 1); please report it with the traceback above.", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        if own_sigterm:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

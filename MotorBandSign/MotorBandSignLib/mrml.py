@@ -23,6 +23,7 @@ renamed over the target (``os.replace``), so a crash never leaves a half-written
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -63,6 +64,7 @@ __all__ = [
     "rows_from_table_node",
     "plot_chart_from_profiles",
     "use_app_logics",
+    "library_messages",
 ]
 
 #: Extensions the volume reader accepts (lower case). DICOM is read from a directory.
@@ -83,6 +85,32 @@ _LOAD_SINGLE_FILE = 4
 #: the application's logics so that this module never touches ``slicer.modules``).
 _LOGICS: dict = {}
 _HEADLESS_SCENE = None
+
+
+#: Kinds of VTK/MRML output-window messages that are chatter for a user (e.g. "Info: ...
+#: vtkArchive.cxx ... Zip: adding ..." for every file packed into a .mrb).
+CHATTER_PREFIXES = ("Info:", "Debug:")
+
+
+@contextlib.contextmanager
+def library_messages(stream):
+    """While the body runs, collect what VTK and MRML print through their output window; on
+    leaving (also on an error), write the warnings and errors to ``stream`` and drop the
+    chatter (:data:`CHATTER_PREFIXES`). For command-line use: stdout keeps only the tool's own
+    summary. The previous output window is restored.
+    """
+    previous = vtk.vtkOutputWindow.GetInstance()
+    collector = vtk.vtkStringOutputWindow()
+    vtk.vtkOutputWindow.SetInstance(collector)
+    try:
+        yield
+    finally:
+        vtk.vtkOutputWindow.SetInstance(previous)
+        blocks = [b.strip() for b in collector.GetOutput().split("\n\n")]
+        kept = [b for b in blocks if b and not b.startswith(CHATTER_PREFIXES)]
+        if kept:
+            stream.write("\n".join(kept) + "\n")
+            stream.flush()
 
 
 def _in_slicer_app() -> bool:
@@ -117,6 +145,32 @@ def use_app_logics(scene, volumes_logic=None, segmentations_logic=None) -> None:
         entry["Volumes"] = volumes_logic
     if segmentations_logic is not None:
         entry["Segmentations"] = segmentations_logic
+
+
+#: Scene file caches in the system temporary folder are named CACHE_PREFIX + owner PID + "-...".
+CACHE_PREFIX = "motorband-mrml-cache-"
+
+
+def remove_stale_caches(folder: str | None = None) -> list:
+    """Remove scene caches left in the temporary folder by processes that no longer run
+    (killed before their exit clean-up); returns the folders removed. Caches of running
+    processes, and folders not named ``CACHE_PREFIX + PID + "-..."``, are left alone."""
+    removed = []
+    base = Path(folder or tempfile.gettempdir())
+    for d in base.glob(f"{CACHE_PREFIX}*-*"):
+        pid = d.name[len(CACHE_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or not d.is_dir() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue  # exists but not ours to signal: leave it
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
 
 
 def new_headless_scene(cache_dir: str | None = None):
@@ -155,7 +209,8 @@ def new_headless_scene(cache_dir: str | None = None):
     slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene, True)
 
     if cache_dir is None:
-        cache_dir = tempfile.mkdtemp(prefix="motorband-mrml-cache-")
+        remove_stale_caches()
+        cache_dir = tempfile.mkdtemp(prefix=f"{CACHE_PREFIX}{os.getpid()}-")
         atexit.register(shutil.rmtree, cache_dir, True)
     remote_io = slicer.vtkMRMLRemoteIOLogic()
     remote_io.SetMRMLScene(scene)
@@ -441,6 +496,11 @@ def read_volume_node(path, scene=None, name: str | None = None, labelmap: bool =
         node.SetAttribute("MotorBandSign.source", str(p))
         return node
 
+    if _lower_suffix(p) in (".nii", ".nii.gz"):
+        # The same integrity check as the command line's reader (truncation, NaN / Inf).
+        from . import io
+
+        io.check_nifti(p, what=name or _default_name(p))
     reader = _header(p)
     dim = reader.GetDimension()
     size = reader.GetSize()
@@ -985,12 +1045,14 @@ def plot_chart_from_profiles(profiles: dict, scene=None, name: str = "Motor band
 
 def labels_from_segmentation_file(path, reference: Volume, names_to_values: dict) -> Volume:
     """:func:`labels_from_segmentation` of a .seg.nrrd file, read in a scratch scene."""
-    scratch = new_headless_scene()
-    try:
-        seg = read_segmentation(path, scratch)
-        return labels_from_segmentation(seg, reference, names_to_values, scratch)
-    finally:
-        scratch.Clear(1)
+    # The scratch scene's file cache is removed on leaving, whatever happens (not only at exit).
+    with tempfile.TemporaryDirectory(prefix=f"{CACHE_PREFIX}{os.getpid()}-") as cache:
+        scratch = new_headless_scene(cache)
+        try:
+            seg = read_segmentation(path, scratch)
+            return labels_from_segmentation(seg, reference, names_to_values, scratch)
+        finally:
+            scratch.Clear(1)
 
 
 # ---------------------------------------------------------------------------------------------

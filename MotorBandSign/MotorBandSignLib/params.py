@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .errors import InputError
 
-PHASE_UNITS = ("auto", "radians", "degrees", "siemens")
+PHASE_UNITS = ("auto", "radians", "degrees", "siemens", "rescale")
 HANDEDNESS = ("right", "left")
 HIGHPASS = ("homodyne", "unwrap")
 MASK_TYPES = ("negative", "positive", "tanh")
@@ -40,6 +40,18 @@ def _defaults():
         "region_band_ratio": scoring.DEFAULT_REGION_BAND_RATIO,
         "diffuse_ratio": scoring.DIFFUSE_CORTEX_TO_WM,
     }
+
+
+#: Parameter -> its command-line flag, so that messages name what the user typed.
+CLI_FLAGS = {"phase_units": "--phase-units", "handedness": "--handedness", "echo_times": "--te",
+             "highpass": "--highpass", "mask_type": "--mask-type", "mask_power": "--mask-power",
+             "mip_slab_mm": "--mip-slab-mm", "localisation": "--localisation", "bank_depth_mm": "--bank-depth-mm",
+             "z_threshold": "--z-threshold", "band_ratio": "--band-ratio", "region_band_ratio": "--region-band-ratio",
+             "labels": "--labels"}
+
+
+def _flag(name: str) -> str:
+    return f" ({CLI_FLAGS[name]} on the command line)" if name in CLI_FLAGS else ""
 
 
 @dataclass
@@ -86,11 +98,11 @@ class Parameters:
         return out
 
     def validate(self) -> None:
-        """Raise InputError naming a bad value and the accepted ones."""
+        """Raise InputError naming a bad value and the accepted ones (and the command-line flag)."""
         def check(name, allowed):
             v = getattr(self, name)
             if v is not None and v not in allowed:
-                raise InputError(f"parameter {name}={v!r} is not one of {', '.join(allowed)}.")
+                raise InputError(f"parameter {name}={v!r} is not one of {', '.join(allowed)}{_flag(name)}.")
 
         check("phase_units", PHASE_UNITS)
         check("handedness", HANDEDNESS)
@@ -100,14 +112,24 @@ class Parameters:
         for name in ("mask_power", "mip_slab_mm", "bank_depth_mm", "homodyne_window"):
             v = getattr(self, name)
             if v is not None and not v > 0:
-                raise InputError(f"parameter {name}={v!r} must be positive.")
+                raise InputError(f"parameter {name}={v!r} must be positive{_flag(name)}.")
         for name in ("band_ratio", "region_band_ratio"):
             v = getattr(self, name)
             if v is not None and not 0 < v < 1:
                 raise InputError(f"parameter {name}={v!r} must lie between 0 and 1 (a bank / control ratio, "
-                                 "e.g. 0.9 = bank 10 % darker than its control cortex).")
-        if any(not (t > 0 and t < 1) for t in self.echo_times):
-            raise InputError(f"echo_times={self.echo_times!r}: give echo times in seconds (e.g. 0.02), all positive.")
+                                 f"e.g. 0.9 = bank 10 % darker than its control cortex){_flag(name)}.")
+        bad = [t for t in self.echo_times if not (t > 0 and t < 1)]
+        if bad:
+            given = " ".join(f"{t:g}" for t in self.echo_times)
+            if all(1 <= t < 1000 for t in bad):
+                why = "these look like milliseconds"
+            elif any(not t > 0 for t in bad):
+                why = "echo times are positive"
+            else:
+                why = "an echo time is well under a second"
+            example = " ".join(f"{t / 1000:g}" if 1 <= t < 1000 else "0.02" for t in self.echo_times)
+            raise InputError(f"echo times {given} (--te on the command line): give echo times in seconds ({why}), "
+                             f"e.g. --te {example}.")
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}

@@ -10,8 +10,10 @@ Vendor storage (shared/reference/BRIEF.md, "Vendor phase storage"):
 - Philips sometimes stores about -500..496, sometimes radians; GE often stores real/imaginary.
 - Degrees (-180..180 or 0..360) appear in some research exports.
 - Tools (e.g. CLEAR-SWI, Eckstein et al. 2021, NeuroImage 237:118175) rescale any range that is
-  not 2*pi wide linearly to [-pi, pi] and say so; :func:`to_radians` does the same, with a
-  warning that names the override.
+  not 2*pi wide linearly to [-pi, pi]; :func:`to_radians` does so only when told
+  (``units="rescale"``): detecting units it refuses a range that fits no storage, and a
+  "phase" that looks like a magnitude, since a wrong image given as phase would otherwise be
+  rescaled into a plausible-looking result. Stated units that contradict the values are refused.
 
 Handedness: a right-handed system (Siemens, most vendors) gives negative phase for
 paramagnetic sources in the usual geometry; GE is left-handed and stores the opposite sign
@@ -24,8 +26,8 @@ import numpy as np
 
 from .errors import InputError
 
-#: Units accepted by :func:`to_radians`.
-UNITS = ("auto", "radians", "degrees", "siemens")
+#: Units accepted by :func:`to_radians` ("rescale": the range found, mapped linearly to one turn).
+UNITS = ("auto", "radians", "degrees", "siemens", "rescale")
 
 #: Handedness values accepted by :func:`apply_handedness`.
 HANDEDNESS = ("right", "left")
@@ -49,8 +51,47 @@ _MAX_SAMPLE = 2_000_000
 _TWO_PI = 2.0 * np.pi
 
 
+#: A phase image whose values are all >= 0 and of which at least this share of the non-zero
+#: voxels lie in the lowest 5 % of its range looks like a magnitude: the air around the head
+#: (a third or more of a typical field of view) is Rayleigh noise near 0, whereas stored phase
+#: is spread over its range (uniform in air: Gudbjartsson & Patz 1995, MRM 34:910). Provisional.
+MAGNITUDE_LIKE_LOW_SHARE = 0.3
+
+
 def _override_hint() -> str:
-    return "Pass units='radians', 'degrees' or 'siemens' to say what the phase is stored in."
+    return ("Say what the phase is stored in: --phase-units radians|degrees|siemens|rescale on the command "
+            "line, 'Phase units' in the Slicer module, phase_units= in Python.")
+
+
+def _looks_like_magnitude(s: np.ndarray, lo: float, hi: float) -> bool:
+    """All values >= 0 and the non-zero ones crowded near the bottom of the range (see
+    :data:`MAGNITUDE_LIKE_LOW_SHARE`)."""
+    if lo < 0 or hi <= lo:
+        return False
+    nz = s[s != 0]
+    if nz.size == 0:
+        return False
+    return float(np.mean(nz <= lo + 0.05 * (hi - lo))) >= MAGNITUDE_LIKE_LOW_SHARE
+
+
+def _contradiction(units: str, arr: np.ndarray, s: np.ndarray) -> str | None:
+    """Why the stated ``units`` cannot describe these values (None if they can); completes
+    "Phase units were given as UNITS, but ..."."""
+    lo, hi = float(arr.min()), float(arr.max())
+    integer_valued = arr.dtype.kind in "iu" or bool(np.all(np.mod(s, 1.0) == 0.0))
+    if units == "degrees" and lo >= -_TWO_PI - 1e-3 and hi <= _TWO_PI + 1e-3:
+        # Stored degree phase spans far more than 2 pi degrees (noise in air wraps everywhere).
+        return (f"the values {lo:.3g}..{hi:.3g} are radians (within one turn); read as degrees the phase "
+                "would be near zero everywhere")
+    if units == "siemens" and not integer_valued:
+        return f"the values ({lo:.3g}..{hi:.3g}) are not integers, as Siemens phase is stored"
+    if units == "siemens" and hi - lo < 0.1 * SIEMENS_LEVELS:
+        return (f"the values {lo:g}..{hi:g} fill under a tenth of the {SIEMENS_LEVELS} Siemens levels, which "
+                "stored Siemens phase fills")
+    if units == "radians" and integer_valued and hi - lo > 2 * _TWO_PI:
+        return (f"the values are integers {lo:g}..{hi:g}, several turns wide: stored scanner integers "
+                "(e.g. Siemens 0..4095), not radians")
+    return None
 
 
 def _check_numeric(arr: np.ndarray, what: str) -> None:
@@ -84,14 +125,14 @@ def _siemens_to_radians(arr: np.ndarray) -> tuple[np.ndarray, str]:
         if lo < -SIEMENS_LEVELS or hi > SIEMENS_LEVELS - 1:
             raise InputError(
                 f"Phase values {lo:g}..{hi:g} are outside the Siemens dcm2niix range -4096..4094. "
-                "Check the rescale slope/intercept of the file, or pass units='auto' to rescale the range found."
+                "Check the rescale slope/intercept of the file, or pass --phase-units rescale to map the range found to one turn."
             )
         out *= np.float32(np.pi / SIEMENS_LEVELS)  # dcm2niix: slope 2, intercept -4096
         return out, "-4096..4094 (dcm2niix: slope 2, intercept -4096)"
     if hi > SIEMENS_LEVELS - 1:
         raise InputError(
             f"Phase values {lo:g}..{hi:g} are outside the Siemens range 0..4095. "
-            "Check the rescale slope/intercept of the file, or pass units='auto' to rescale the range found."
+            "Check the rescale slope/intercept of the file, or pass --phase-units rescale to map the range found to one turn."
         )
     out -= np.float32(SIEMENS_LEVELS / 2)
     out *= np.float32(2 * np.pi / SIEMENS_LEVELS)
@@ -114,8 +155,10 @@ def to_radians(phase, units: str = "auto"):
     phase : array_like
         Phase values of any real dtype (any shape; typically ``(k, j, i)`` or
         ``(echo, k, j, i)``). Not modified.
-    units : {"auto", "radians", "degrees", "siemens"}
-        ``"auto"`` detects the units from the values (see Notes); the others force them.
+    units : {"auto", "radians", "degrees", "siemens", "rescale"}
+        ``"auto"`` detects the units from the values (see Notes); the others state them
+        (refused when the values contradict them, e.g. radians stated as degrees);
+        ``"rescale"`` maps the range found linearly to one turn.
 
     Returns
     -------
@@ -131,8 +174,8 @@ def to_radians(phase, units: str = "auto"):
     Raises
     ------
     InputError
-        Unknown ``units``, non-real data, NaN/inf values, or values outside the range of the
-        forced units.
+        Unknown ``units``, non-real data, NaN/inf values, values that contradict the stated
+        units, a magnitude-like image, or (auto) values that fit no known storage.
 
     Notes
     -----
@@ -143,8 +186,11 @@ def to_radians(phase, units: str = "auto"):
     2. within [-180, 180] (or [0, 360]) with a robust span over pi -> degrees;
     3. integer-valued within 0..4095 with a robust span of at least 2048 levels, or
        within -4096..4095 with negative values and a span of at least 4096 -> Siemens;
-    4. anything else -> rescaled linearly from [min, max] (one level wider for integers, as
-       the top level is one step short of a full turn) to [-pi, pi), with a warning.
+    4. anything else -> InputError (pass ``units="rescale"`` to map [min, max], one level
+       wider for integers, to [-pi, pi)).
+
+    Before these, values that are all >= 0 and crowd the bottom of their range (air noise
+    around a head) are refused as a magnitude given as phase.
 
     References
     ----------
@@ -157,6 +203,13 @@ def to_radians(phase, units: str = "auto"):
     _check_numeric(arr, "Phase")
     warnings: list[str] = []
 
+    if units != "auto":
+        why = _contradiction(units, arr, _sample(arr).astype(np.float64))
+        if why:
+            raise InputError(f"Phase units were given as {units}, but {why}. Use --phase-units auto (or the units "
+                             "the data are stored in), and check that the phase series was given.")
+    if units == "rescale":
+        return _rescale(arr), "rescaled", warnings
     if units == "radians":
         return np.array(arr, dtype=np.float32, copy=True), "radians", warnings
     if units == "degrees":
@@ -174,6 +227,12 @@ def to_radians(phase, units: str = "auto"):
         raise InputError(
             f"Phase image is constant (every voxel {lo_all:g}): there is no phase information. "
             "Select the phase series of the acquisition (not the magnitude, a mask or an empty image).")
+    if _looks_like_magnitude(s, lo_all, hi_all):
+        raise InputError(
+            f"Phase image looks like a magnitude: its values {lo_all:g}..{hi_all:g} are all positive and "
+            f"{100 * MAGNITUDE_LIKE_LOW_SHARE:.0f} % or more of them lie near the bottom of the range, like air "
+            "around a head. Give the phase series as the phase (were magnitude and phase swapped, or the "
+            "magnitude given twice?).")
     p_lo, p_hi = (float(v) for v in np.percentile(s, _ROBUST_PERCENTILES))
     span = p_hi - p_lo
     integer_valued = arr.dtype.kind in "iu" or bool(np.all(np.mod(s, 1.0) == 0.0))
@@ -215,25 +274,32 @@ def to_radians(phase, units: str = "auto"):
             out, _ = _siemens_to_radians(arr)
             return out, "siemens", warnings
         if (lo_all < 0 and lo_all >= -SIEMENS_LEVELS and hi_all <= SIEMENS_LEVELS - 1
-                and span >= SIEMENS_FILL * 2 * SIEMENS_LEVELS and bool(np.all(np.mod(s, 2.0) == 0.0))):
+                and span >= SIEMENS_FILL * 2 * SIEMENS_LEVELS):
             out, _ = _siemens_to_radians(arr)
             return out, "siemens", warnings
 
-    # 4. anything else: rescale the full range to one turn.
-    width = hi_all - lo_all + (1.0 if integer_valued else 0.0)
+    # 4. anything else is not guessed: a range that fits no storage is as likely another image
+    #    given by mistake as phase stored in an unusual range.
+    raise InputError(
+        f"Phase values {lo_all:g}..{hi_all:g} match no known phase storage (radians -pi..pi or 0..2pi, "
+        "degrees -180..180 or 0..360, Siemens integers 0..4095 or -4096..4095). If this is phase stored in "
+        "another range (e.g. Philips -500..496), pass --phase-units rescale to map the range found linearly "
+        "to -pi..pi; otherwise check that the phase series was given.")
+
+
+def _rescale(arr: np.ndarray) -> np.ndarray:
+    """The full range of ``arr`` mapped linearly to [-pi, pi) (one level wider for integers, as
+    the top level is one step short of a full turn), as float32."""
+    lo, hi = float(arr.min()), float(arr.max())
+    integer_valued = arr.dtype.kind in "iu" or bool(np.all(np.mod(_sample(arr), 1.0) == 0.0))
+    width = hi - lo + (1.0 if integer_valued else 0.0)
     if width <= 0:
         width = 1.0
     out = np.array(arr, dtype=np.float32, copy=True)
-    out -= np.float32(lo_all)
+    out -= np.float32(lo)
     out *= np.float32(_TWO_PI / width)
     out -= np.float32(np.pi)
-    _wrap_inplace(out)
-    warnings.append(
-        f"Phase units were guessed: values {lo_all:g}..{hi_all:g} match no known storage (radians, "
-        f"degrees, Siemens 0..4095 or -4096..4094), so the range was rescaled linearly to [-pi, pi). "
-        f"{_override_hint()}"
-    )
-    return out, "rescaled", warnings
+    return _wrap_inplace(out)
 
 
 def apply_handedness(phase, handedness: str = "right") -> np.ndarray:

@@ -31,6 +31,15 @@ LOW_SNR = 15.0
 #: the cortex (2.5-3 mm thick in sensorimotor cortex, Fischl & Dale 2000, PNAS 97:11050) and
 #: within the superficial white matter under it, local enough to share the receive bias.
 WM_REFERENCE_MM = (2.0, 6.0)
+#: A magnitude is >= 0; interpolation or filtering by a converter can leave a few slightly
+#: negative voxels, so only more than this share of negative voxels is refused (a phase image
+#: given as the magnitude is negative in about half of them).
+MAX_NEGATIVE_MAGNITUDE = 0.01
+#: Smallest left-right and anterior-posterior extent (mm) of the field of view for locating the
+#: motor strips: an adult brain is about 140 mm wide and 170 mm long (Talairach & Tournoux 1988
+#: atlas extents), and both central sulci with their control cortex span most of its width at
+#: the vertex. Under this the image cannot hold both hemispheres' motor strips. Provisional.
+MIN_FOV_FOR_LOCALISATION_MM = 100.0
 #: Labels of the iron-rich deep grey nuclei (caudate, putamen, pallidum) in templates.REGION_LABELS.
 DEEP_GREY_LABELS = (9, 10)
 #: Their high-passed phase is negative in right-handed data (paramagnetic iron: Haacke et al.
@@ -101,6 +110,31 @@ def checked_ribbon_labels(array: np.ndarray, name: str) -> np.ndarray:
     return a.astype(np.uint8)
 
 
+def require_measured(metrics: dict, ribbon: np.ndarray, name: str) -> None:
+    """Raise InputError if no hemisphere could be measured with the ribbon ``name`` (labels 1..4).
+
+    Used where the user gave the ribbon (an edited or imported segmentation): a result with
+    nothing measured would replace a good one and read like a normal finding.
+    """
+    if metrics["hemispheres"]["left"]["measured"] or metrics["hemispheres"]["right"]["measured"]:
+        return
+    from .heatmap import BANK, CONTROL, MIN_CONTROL_VOXELS
+    from .scoring import MIN_REGION_VOXELS
+
+    rib = np.asarray(ribbon)
+    if not rib.any():
+        raise InputError(
+            f"nothing could be measured: the ribbon '{name}' is empty (no voxel labelled 1-4). Mark the posterior "
+            "bank (1 left, 2 right) and its control cortex (3 left, 4 right), e.g. starting from the run's "
+            "ribbon.seg.nrrd.")
+    counts = ", ".join(f"{side} {int((rib == BANK[side]).sum())} bank / {int((rib == CONTROL[side]).sum())} control"
+                       for side in ("left", "right"))
+    raise InputError(
+        f"nothing could be measured: the ribbon '{name}' has no hemisphere with both a posterior bank (at least "
+        f"{MIN_REGION_VOXELS} voxels, label 1 left / 2 right) and control cortex (at least {MIN_CONTROL_VOXELS} "
+        f"voxels, label 3 left / 4 right); it has {counts} voxels. Add what is missing and measure again.")
+
+
 def _depth_for(ribbon: np.ndarray, depth: np.ndarray | None) -> np.ndarray | None:
     """Cortical depth on every voxel of ``ribbon``: known values kept, voxels added by an edit
     take the depth of the nearest voxel that had one."""
@@ -132,6 +166,26 @@ def _handedness_warning(phase_hp: np.ndarray, labels: np.ndarray, qc: dict) -> l
     return []
 
 
+def field_of_view_mm(vol: Volume) -> np.ndarray:
+    """Extent (mm) of the image's bounding box along R-L, A-P and S-I (voxel edges included)."""
+    shape_ijk = np.array(vol.shape[::-1], dtype=np.float64)
+    corners = np.array([[i, j, k] for i in (-0.5, shape_ijk[0] - 0.5) for j in (-0.5, shape_ijk[1] - 0.5)
+                        for k in (-0.5, shape_ijk[2] - 0.5)])
+    ras = vol.ras_of_ijk(corners)
+    return ras.max(axis=0) - ras.min(axis=0)
+
+
+def _require_coverage(mag: Volume) -> None:
+    """Refuse a field of view too small to hold the motor strips (before any localisation)."""
+    fov = field_of_view_mm(mag)
+    if min(fov[0], fov[1]) < MIN_FOV_FOR_LOCALISATION_MM:
+        raise InputError(
+            f"coverage too small for localisation: the magnitude '{mag.name}' covers {fov[0]:.0f} x {fov[1]:.0f} x "
+            f"{fov[2]:.0f} mm (left-right x front-back x up-down); finding the motor strips needs at least "
+            f"{MIN_FOV_FOR_LOCALISATION_MM:.0f} mm left-right and front-back (a whole axial section of the head). "
+            "Give a scan covering the head, or give the ribbon (--ribbon) drawn on this one.")
+
+
 def _check(cancel):
     if cancel is not None and cancel():
         raise CancelledError("cancelled by the user")
@@ -155,6 +209,23 @@ def _validate_inputs(inputs: Inputs) -> None:
     for opt in (inputs.ribbon, inputs.brain_mask):
         if opt is not None:
             mag.require_same_grid(opt)
+    if inputs.brain_mask is not None:
+        from .anatomy import MASK_MIN_VOLUME_ML
+
+        ml = float(np.count_nonzero(inputs.brain_mask.array)) * float(np.prod(mag.spacing)) / 1000.0
+        if ml < MASK_MIN_VOLUME_ML:
+            raise InputError(f"the brain mask '{inputs.brain_mask.name}' holds {ml:.1f} mL; a brain mask covers at "
+                             f"least {MASK_MIN_VOLUME_ML:g} mL. Give the brain mask of this scan, or none (one is "
+                             "then computed from the magnitude).")
+    if inputs.phase is not None and np.array_equal(inputs.phase.array, mag.array):
+        raise InputError(f"the phase image '{inputs.phase.name}' holds the same values as the magnitude "
+                         f"'{mag.name}': the same image was given twice. Give the phase series as the phase.")
+    negative = float(np.mean(mag.array < 0))
+    if negative > MAX_NEGATIVE_MAGNITUDE:
+        raise InputError(
+            f"the magnitude '{mag.name}' is negative in {100 * negative:.0f} % of its voxels (min "
+            f"{float(mag.array.min()):g}); a magnitude never is. Check that the magnitude was given as the "
+            "magnitude and the phase as the phase (were they swapped?).")
 
 
 def _phase_radians(inputs: Inputs, p: Parameters, warnings: list, qc: dict) -> np.ndarray:
@@ -262,12 +333,18 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
     step.t = t0
 
     _validate_inputs(inputs)
+    for given in (inputs.magnitude, inputs.phase, inputs.real, inputs.imag, inputs.t1, inputs.parcellation):
+        if given is not None and given.meta.get("geometry_warning"):
+            warnings.append(given.meta["geometry_warning"])
     mag = inputs.magnitude
     multi = mag.array.ndim == 4
     if multi and len(p.echo_times) != mag.array.shape[0]:
         raise InputError(
             f"magnitude '{mag.name}' has {mag.array.shape[0]} echoes but {len(p.echo_times)} echo times were given: "
             "give one echo time per echo (in seconds, e.g. --te 0.005 0.010 0.015).")
+
+    if inputs.ribbon is None:
+        _require_coverage(mag)
 
     say(0.02, "Converting phase to radians")
     rad = _phase_radians(inputs, p, warnings, qc)
@@ -343,6 +420,8 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
              "gm_prob": gm.array if gm is not None else None, "wm_prob": wm.array if wm is not None else None,
              "diffuse_labels": diffuse_labels}
     z_swi, z_mag, metrics = measure(cache, rib_v, reg_v, p)
+    if inputs.ribbon is not None:
+        require_measured(metrics, rib_v.array, inputs.ribbon.name)
     warnings.extend(_coverage_warnings(metrics))
     step("scoring")
     timings["total"] = round(time.perf_counter() - t0, 2)
@@ -408,6 +487,7 @@ def remeasure(result: Result, ribbon_labels: Volume, params: Parameters | None =
              "brain": result.brain_mask.array > 0, "gm_prob": result.gm_prob, "wm_prob": result.wm_prob,
              "depth": depth, "diffuse_labels": result.diffuse_labels}
     z_swi, z_mag, metrics = measure(cache, rib_v, reg_v, p)
+    require_measured(metrics, rib, ribbon_labels.name)
     warnings = [w for w in result.warnings if "could not be measured" not in w and "outside the coverage" not in w]
     warnings += _coverage_warnings(metrics)
     timings = dict(result.timings)

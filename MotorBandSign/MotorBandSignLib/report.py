@@ -457,6 +457,8 @@ PATTERN_TEXT = {
     "right": "hypointense posterior bank in the RIGHT hemisphere only (unilateral motor band pattern)",
     "absent": "no band called: neither posterior bank is darker than its control cortex beyond the "
               "provisional threshold",
+    "not measured": "no finding: neither posterior bank could be measured (too few voxels, or no control "
+                    "cortex); check the coverage of the motor strip and the ribbon",
 }
 
 
@@ -466,6 +468,11 @@ def verdict_html(result, region_band_ratio: float) -> str:
     m = result.metrics or {}
     pattern = m.get("pattern")
     text = PATTERN_TEXT.get(pattern, "pattern not available")
+    measured = [s for s in ("left", "right") if ((m.get("hemispheres") or {}).get(s) or {}).get("measured")]
+    if pattern == "absent" and len(measured) == 1:
+        other = "right" if measured[0] == "left" else "left"
+        text = (f"no band called in the {measured[0]} posterior bank (not darker than its control cortex beyond "
+                f"the provisional threshold); the {other} bank could not be measured")
     parts = [f'<p class="pattern">Pattern: <b>{_e(pattern if pattern else "unknown")}</b> \u2014 {_e(text)} '
              '\u2014 <i>research measurement, not a diagnosis</i>.</p>']
     if m.get("nonspecific_diffuse"):

@@ -53,6 +53,8 @@ MIN_REGION_VOXELS = 20
 DIFFUSE_CORTEX_TO_WM = 0.845
 
 REGION_NAMES = {1: "medial", 2: "intermediate", 3: "lateral"}
+#: The pattern when neither bank could be measured (never "absent", which is a finding).
+NOT_MEASURED = "not measured"
 #: Profile bin along the gyrus (mm of height): about a third of the hand knob's extent
 #: (~15-20 mm, Yousry et al. 1997, Brain 120:141), so a focal band shows in several bins.
 PROFILE_BIN_MM = 5.0
@@ -104,7 +106,9 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
     A region is banded when its bank / control ratio (``band_contrast``) is at or below
     ``region_band_ratio``; a hemisphere when its whole bank's ratio is at or below
     ``band_ratio`` or any of its regions is banded (a focal hand-knob band darkens a third of
-    the bank). Returns a dict with "pattern", "nonspecific_diffuse", "laterality_index",
+    the bank). "pattern" is bilateral, left, right, absent (no band in the measured banks) or
+    "not measured" (no bank measured); "measured_sides" lists the measured hemispheres.
+    Returns a dict with "pattern", "measured_sides", "nonspecific_diffuse", "laterality_index",
     "total_grade" and "hemispheres" -> side -> {band_present, band_contrast,
     hypointense_fraction, z_median, volume_ml, grade, cortex_to_wm_ratio, regions -> name -> {...}}.
 
@@ -145,12 +149,16 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
         h["band_present"] = bool(h["band_present"] or h["band_regions"])
         hemis[side] = h
     left, right = hemis["left"]["band_present"], hemis["right"]["band_present"]
-    pattern = "bilateral" if (left and right) else "left" if left else "right" if right else "absent"
+    measured = [s for s in ("left", "right") if hemis[s]["measured"]]
+    # "absent" is a finding about a measured bank: with no bank measured there is no finding.
+    pattern = ("bilateral" if (left and right) else "left" if left else "right" if right
+               else "absent" if measured else NOT_MEASURED)
     ratios = [hemis[s]["cortex_to_wm_ratio"] for s in hemis if hemis[s]["cortex_to_wm_ratio"] is not None]
     diffuse = bool(ratios) and float(np.mean(ratios)) < diffuse_ratio
     grades = [r["grade"] for h in hemis.values() for r in h["regions"].values() if r["grade"] is not None]
     return {
         "pattern": pattern,
+        "measured_sides": measured,
         "nonspecific_diffuse": diffuse,
         "laterality_index": laterality_index(hemis["left"]["band_contrast"], hemis["right"]["band_contrast"]),
         "total_grade": int(sum(grades)) if grades else None,

