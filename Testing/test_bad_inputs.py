@@ -808,3 +808,18 @@ def test_non_finite_voxels_are_counted_right_in_blocks(tmp_path, monkeypatch, bl
     p = _nifti(tmp_path / "four.nii.gz", a)
     with pytest.raises(InputError, match=r"has 2 NaN voxel\(s\) and 1 infinite \(\+/-Inf\) voxel\(s\)"):
         io.read_volume(p, what="phase image", allow_4d=True)
+
+
+def test_a_slab_too_thin_for_the_central_sulcus_is_refused_with_its_height():
+    """A slab of the top 40 mm of the brain (the issue's case): refused with the height covered,
+    before any template registration runs; 60 mm slabs (test_ribbon) are localised."""
+    from MotorBandSignLib import anatomy
+    from phantoms import simulate
+
+    c = simulate.generate_case(simulate.PhantomConfig(seed=3, voxel_mm=(3.0, 3.0, 3.0), coverage_top_mm=40.0))
+    with pytest.raises(InputError) as err:
+        anatomy.localize(c.magnitude, c.brain_mask)
+    msg = str(err.value)
+    assert msg.startswith("coverage too small for localisation: the brain in the image spans only ")
+    height = float(msg.split("spans only ")[1].split(" mm")[0])
+    assert 30 <= height < 50, msg

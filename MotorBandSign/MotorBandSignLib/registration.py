@@ -60,6 +60,12 @@ TOP_SLAB_MM = 40.0
 #: A brain mask taller than this (mm, along superior) is treated as whole-brain coverage (adult
 #: brain height ~110-120 mm); shorter masks are slabs and get a similarity (not affine) stage.
 WHOLE_BRAIN_HEIGHT_MM = 100.0
+#: Least brain height (mm, from the top of the brain down) a slab must cover to be localised: the
+#: central sulcus runs from the vertex to ~50 mm below it (its lower end, above the Sylvian
+#: fissure, lies near MNI z = +25 to +30 with the vertex near +75; Ono et al. 1990, Atlas of the
+#: Cerebral Sulci; the MNI 2009a labels used here). Less does not hold the bank to be measured,
+#: and the similarity registration has nothing below the vertex to hold on to.
+MIN_SLAB_HEIGHT_MM = 50.0
 #: Warn when the registration quality (normalised mutual information rescaled 0..1, see
 #: :func:`nmi_quality`) is below this. Measured on the bilateral phantom fixture: 0.16 for the
 #: final registration; 0.086, 0.041, 0.023 after shifting it by 3, 6, 10 mm; 0.036 after a 10 deg
@@ -296,6 +302,12 @@ def register_template(image: Volume, grid: Volume, brain_mask: Volume, *, subjec
     tpl_ref, tpl_height = _top_reference(tpl_pts)
     whole = sub_height >= WHOLE_BRAIN_HEIGHT_MM
     info["coverage_height_mm"] = sub_height
+    if sub_height < MIN_SLAB_HEIGHT_MM:
+        raise InputError(
+            f"coverage too small for localisation: the brain in the image spans only {sub_height:.0f} mm up-down; "
+            f"the central sulcus runs about {MIN_SLAB_HEIGHT_MM:.0f} mm down from the top of the brain, so a slab "
+            f"must cover at least that. Give a scan covering the top {MIN_SLAB_HEIGHT_MM:.0f} mm of the brain or "
+            "more, or give the ribbon (--ribbon) drawn on this one.")
     info["whole_brain"] = bool(whole)
     centre_lps = (sub_ref * [-1, -1, 1]).tolist()
     shift_lps = ((tpl_ref - sub_ref) * [-1, -1, 1]).tolist()
