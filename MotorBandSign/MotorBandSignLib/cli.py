@@ -2,11 +2,14 @@
 
     motorband run --magnitude M --phase P --out DIR [options]   whole pipeline on one case
     motorband measure --out DIR --ribbon EDITED.seg.nrrd         re-measure with a corrected ribbon
+    motorband cohort --manifest CASES.csv --out OUT [--workers N] [--scheduler ADDR] [--retry-failed]
+                                                                 every case of a cohort (see cohort.py)
 
 The demo case is written by ``python Testing/phantoms/demo.py --out demo-case`` (the simulator is
 test machinery, not part of this package); ``make demo`` writes it and runs ``motorband run`` on it.
 
-Exit codes: 0 success, 2 bad input (the message names the problem and the fix), 1 internal failure,
+Exit codes: 0 success (for ``cohort``: every case done; 1 when some case failed, each failure
+recorded in cohort.tsv), 2 bad input (the message names the problem and the fix), 1 internal failure,
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); an interrupted run leaves no output and no
 temporary files.
 """
@@ -61,26 +64,15 @@ class TerminalProgress:
         self.stream.flush()
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="motorband", description="Motor band sign on SWI: SWI, ribbon, heatmap, verdict.")
-    sub = ap.add_subparsers(dest="command", required=True)
-
-    r = sub.add_parser("run", help="run the whole pipeline on one case")
-    r.add_argument("--magnitude", required=True, help="magnitude image (NIfTI/NRRD/DICOM folder; 4D = echoes)")
-    r.add_argument("--phase", help="phase image, same grid as the magnitude")
-    r.add_argument("--real", help="real part (instead of --phase, with --imag)")
-    r.add_argument("--imag", help="imaginary part (instead of --phase, with --real)")
-    r.add_argument("--out", required=True, help="output directory")
+def _add_parameter_args(r) -> None:
+    """The flags of Parameters (and --no-scene), shared by `run` and `cohort`."""
     r.add_argument("--phase-units", default="auto", choices=list(PHASE_UNITS),
                    help="how the phase is stored: auto (detect), radians, degrees, siemens (integers 0..4095 or "
                         "-4096..4095), rescale (map the range found linearly to -pi..pi)")
     r.add_argument("--handedness", default="right", choices=["right", "left"],
                    help="phase sign convention: right (Siemens, Philips; default) or left (GE)")
     r.add_argument("--te", type=float, nargs="+", default=[], metavar="SECONDS", help="echo time(s) in seconds")
-    r.add_argument("--t1", help="optional T1-weighted image on any grid, registered instead of the magnitude")
-    r.add_argument("--parcellation", help="FreeSurfer/SynthSeg label volume to use instead of the atlas")
     r.add_argument("--labels", help="label preset for --parcellation: freesurfer, synthseg, or a label table file")
-    r.add_argument("--ribbon", help="a ribbon segmentation (.seg.nrrd or labels 1..4) to use as is")
     r.add_argument("--highpass", choices=["homodyne", "unwrap"])
     r.add_argument("--mask-type", choices=["negative", "positive", "tanh"])
     r.add_argument("--mask-power", type=float)
@@ -95,10 +87,40 @@ def _parser() -> argparse.ArgumentParser:
                    help="the same for one region (medial / intermediate / lateral)")
     r.add_argument("--no-scene", action="store_true", help="skip writing scene.mrb")
 
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="motorband", description="Motor band sign on SWI: SWI, ribbon, heatmap, verdict.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the whole pipeline on one case")
+    r.add_argument("--magnitude", required=True, help="magnitude image (NIfTI/NRRD/DICOM folder; 4D = echoes)")
+    r.add_argument("--phase", help="phase image, same grid as the magnitude")
+    r.add_argument("--real", help="real part (instead of --phase, with --imag)")
+    r.add_argument("--imag", help="imaginary part (instead of --phase, with --real)")
+    r.add_argument("--out", required=True, help="output directory")
+    r.add_argument("--t1", help="optional T1-weighted image on any grid, registered instead of the magnitude")
+    r.add_argument("--parcellation", help="FreeSurfer/SynthSeg label volume to use instead of the atlas")
+    r.add_argument("--ribbon", help="a ribbon segmentation (.seg.nrrd or labels 1..4) to use as is")
+    _add_parameter_args(r)
+
     m = sub.add_parser("measure", help="re-measure an output directory with an edited ribbon")
     m.add_argument("--out", required=True, help="output directory of an earlier `motorband run`")
     m.add_argument("--ribbon", required=True, help="edited ribbon (.seg.nrrd or a label volume)")
     m.add_argument("--no-scene", action="store_true")
+
+    c = sub.add_parser("cohort", help="run every case of a cohort (resumable, parallel) with a cohort table and report")
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--manifest", help="CSV of cases: subject, magnitude, phase [, ribbon, t1, parcellation, "
+                                        "any other columns such as age, sex, group]")
+    src.add_argument("--bids", help="BIDS folder: sub-*/anat/*_part-mag*.nii.gz with *_part-phase*")
+    c.add_argument("--out", required=True, help="cohort folder: OUT/<subject>/, cohort.tsv, cohort.html")
+    c.add_argument("--workers", type=int, help="local worker processes (default: cores, limited by memory; "
+                                               "0 = one after the other in this process)")
+    c.add_argument("--scheduler", help="Dask scheduler address tcp://HOST:PORT, or 'local' for a Dask LocalCluster")
+    c.add_argument("--retry-failed", action="store_true",
+                   help="rerun the cases recorded as failed (skipped when their inputs and parameters are unchanged)")
+    c.add_argument("--group-column", default="group", help="manifest column compared between groups (default group)")
+    _add_parameter_args(c)
     return ap
 
 
@@ -199,6 +221,48 @@ def cmd_measure(a) -> int:
     return EXIT_OK
 
 
+def cmd_cohort(a) -> int:
+    """Parse, call cohort.run, print where things are. Exit 0 if every case is done, 1 if some failed."""
+    from . import cohort
+
+    params = _params_from_args(a)
+    params.validate()
+    cases = cohort.read_manifest(a.manifest) if a.manifest else cohort.find_bids(a.bids)
+    bar = _CohortProgress(len(cases))
+    try:
+        s = cohort.run(cases, a.out, params, workers=a.workers, scheduler=a.scheduler, retry_failed=a.retry_failed,
+                       with_scene=not a.no_scene, progress=bar, group_column=a.group_column)
+    finally:
+        bar.close()
+    print(f"{len(s.records)} cases: {s.ran} ran, {s.skipped} skipped (unchanged); {s.done} done, {s.failed} failed")
+    for r in s.records:
+        if r["status"] != "done":
+            print(f"  {r['subject']} ({r.get('exit_class')}): {r.get('error')}")
+    print(f"Table: {s.table}\nReport: {s.report}")
+    return EXIT_OK if s.failed == 0 else EXIT_INTERNAL
+
+
+class _CohortProgress:
+    """A tqdm bar over the cases (with the rate and ETA), on stderr; nothing if tqdm is missing."""
+
+    def __init__(self, total: int):
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            self.bar = None
+            return
+        self.bar = tqdm(total=total, unit="case", file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, done: int, total: int, record: dict):
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{record['subject']} {record.get('action')} ({record['status']})")
+            self.bar.update(done - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the process is so that clean-up (finally, atexit) runs."""
 
@@ -222,7 +286,7 @@ def main(argv=None) -> int:
 
         # VTK/MRML chatter is dropped; their warnings and errors go to stderr (before our message).
         with library_messages(sys.stderr):
-            return {"run": cmd_run, "measure": cmd_measure}[a.command](a)
+            return {"run": cmd_run, "measure": cmd_measure, "cohort": cmd_cohort}[a.command](a)
     except InputError as exc:
         TerminalProgress.close_line()
         print(f"motorband: error: {exc}", file=sys.stderr)
