@@ -1,0 +1,253 @@
+"""Cohorts (issue 14): a batch of small synthetic cases with given ribbons (no localisation).
+
+Four good cases (two with a dark left posterior bank, labelled "ALS"; two without, "control")
+and one corrupt case (a truncated magnitude) run as a cohort with two local worker processes.
+The tests check what was recorded and written (cohort.tsv rows, columns and values; the page;
+the records), that a rerun skips everything, that a changed parameter reruns, that
+``retry_failed`` reruns the failure only, that a Dask LocalCluster gives the same table, and
+that the command line refuses bad manifests with exit 2 and a message naming the row.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from MotorBandSignLib import cli, cohort, cohort_report, io
+from MotorBandSignLib.errors import InputError
+from MotorBandSignLib.params import Parameters
+from MotorBandSignLib.volume import Volume
+
+SHAPE = (32, 40, 40)
+#: Darkening of the left bank in the "ALS" cases: bank / control ratio about 0.7 (< band ratio 0.892).
+BAND_FACTOR = 0.7
+PARAMS = Parameters(phase_units="radians")
+SUBJECTS = {"sub-01": ("ALS", 61, True), "sub-02": ("control", 58, False), "sub-03": ("ALS", 66, True),
+            "sub-04": ("control", 70, False)}
+
+
+def _write_case(d: Path, seed: int, band: bool) -> dict:
+    """magnitude, phase (radians) and ribbon (1/2 left/right bank, 3/4 control) of a small head."""
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    k, j, i = np.indices(SHAPE)
+    r = np.sqrt((k - 16.0) ** 2 + (j - 20.0) ** 2 + (i - 20.0) ** 2)
+    mag = np.abs(np.where(r < 14, 100.0, 2.0) + rng.normal(0, 1, SHAPE))
+    rib = np.zeros(SHAPE, np.uint8)
+    shell = (r > 10) & (r < 13) & (k > 16)
+    rib[shell & (i < 20) & (j < 20)] = 1
+    rib[shell & (i >= 20) & (j < 20)] = 2
+    rib[shell & (i < 20) & (j >= 20)] = 3
+    rib[shell & (i >= 20) & (j >= 20)] = 4
+    if band:
+        mag[rib == 1] *= BAND_FACTOR
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    aff[:3, 3] = (-40.0, -40.0, -32.0)
+    v = Volume(mag.astype(np.float32), aff, "magnitude")
+    return {"magnitude": io.write_volume(v, d / "magnitude.nii.gz"),
+            "phase": io.write_volume(v, d / "phase.nii.gz", rng.uniform(-0.1, 0.1, SHAPE).astype(np.float32)),
+            "ribbon": io.write_volume(v, d / "ribbon.nii.gz", rib)}
+
+
+def _manifest(root: Path) -> Path:
+    """Five cases (sub-05 corrupt) in root/data and a manifest with relative paths and extra columns."""
+    rows = []
+    for n, (subject, (group, age, band)) in enumerate(SUBJECTS.items(), start=1):
+        paths = _write_case(root / "data" / subject, n, band)
+        rows.append([subject, *(Path(paths[r]).relative_to(root) for r in ("magnitude", "phase", "ribbon")),
+                     age, group])
+    bad = _write_case(root / "data" / "sub-05", 5, False)
+    raw = Path(bad["magnitude"]).read_bytes()
+    Path(bad["magnitude"]).write_bytes(raw[: len(raw) // 2])  # truncated download
+    rows.append(["sub-05", *(Path(bad[r]).relative_to(root) for r in ("magnitude", "phase", "ribbon")), 64, "ALS"])
+    m = root / "cases.csv"
+    with open(m, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["subject", "magnitude", "phase", "ribbon", "age", "group"])
+        w.writerows(rows)
+    return m
+
+
+def _table(out: Path) -> list[dict]:
+    with open(out / "cohort.tsv", newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+@pytest.fixture(scope="module")
+def cohort_run(tmp_path_factory):
+    """The cohort run once with two local workers: (manifest, out folder, summary)."""
+    root = tmp_path_factory.mktemp("cohort")
+    manifest = _manifest(root)
+    seen = []
+    summary = cohort.run(cohort.read_manifest(manifest), root / "out", PARAMS, workers=2, with_scene=False,
+                         progress=lambda done, total, rec: seen.append((done, total, rec["subject"])))
+    return manifest, root / "out", summary, seen
+
+
+def _copy(cohort_run, tmp_path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(cohort_run[1], out)
+    return out
+
+
+def test_good_cases_done_and_the_corrupt_one_recorded(cohort_run):
+    manifest, out, summary, seen = cohort_run
+    assert (summary.ran, summary.skipped, summary.done, summary.failed) == (5, 0, 4, 1)
+    assert sorted(s for _, _, s in seen) == [f"sub-0{n}" for n in range(1, 6)]
+    assert [d for d, _, _ in seen] == [1, 2, 3, 4, 5] and {t for _, t, _ in seen} == {5}
+    bad = cohort.read_record(out, "sub-05")
+    assert bad["status"] == "failed" and bad["exit_class"] == "input"
+    assert "magnitude image of sub-05" in bad["error"] and "truncated" in bad["error"]
+    for s in SUBJECTS:
+        rec = cohort.read_record(out, s)
+        assert rec["status"] == "done" and set(rec["inputs_sha256"]) == {"magnitude", "phase", "ribbon"}
+        assert cohort.outputs_complete(out / s, with_scene=False)
+    assert not (out / "sub-05").exists()
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []  # no lock or partial
+
+
+def test_cohort_tsv_rows_columns_and_values(cohort_run):
+    _, out, _, _ = cohort_run
+    rows = _table(out)
+    assert [r["subject"] for r in rows] == ["sub-01", "sub-02", "sub-03", "sub-04", "sub-05"]
+    assert list(rows[0]) == list(cohort_report.COLUMNS) + ["age", "group"]
+    for r in rows[:4]:
+        group, age, band = SUBJECTS[r["subject"]]
+        assert (r["status"], r["group"], r["age"], r["version"]) == ("done", group, str(age), "0.1.0")
+        assert r["pattern"] == ("left" if band else "absent")
+        left, right = float(r["left_band_contrast"]), float(r["right_band_contrast"])
+        assert (left < 0.8) if band else (0.95 < left < 1.05)
+        assert 0.95 < right < 1.05
+        assert r["left_band_present"] == ("true" if band else "false") and r["right_band_present"] == "false"
+        for reg in ("medial", "intermediate", "lateral"):
+            assert r[f"left_{reg}_band_contrast"] and r[f"right_{reg}_grade"] == "0"
+        assert r["nonspecific_diffuse"] == "false" and r["localisation"] == "segmentation"
+        assert r["report"] == f"{r['subject']}/report.html" and (out / r["report"]).is_file()
+        assert float(r["runtime_s"]) > 0 and r["error"] == "" and r["warnings"].isdigit()
+    bad = rows[4]
+    assert (bad["status"], bad["exit_class"], bad["pattern"], bad["report"]) == ("failed", "input", "", "")
+    assert bad["error"].startswith("magnitude image of sub-05")
+
+
+def test_cohort_html_and_group_comparison(cohort_run):
+    _, out, summary, _ = cohort_run
+    page = (out / "cohort.html").read_text()
+    assert "Research statistics, not a diagnostic test." in page
+    for s in SUBJECTS:
+        assert f'<a href="{s}/report.html">{s}</a>' in page
+    assert page.count("data:image/png;base64,") == 3
+    assert "<b>sub-05</b>: failed: magnitude image of sub-05" in page
+    comps = {c["measure"]: c for c in summary.comparisons}
+    assert set(comps) == {"left_band_contrast", "right_band_contrast", "lower_band_contrast"}
+    left = comps["left_band_contrast"]
+    assert (left["group"], left["reference"], left["n"], left["n_reference"]) == ("ALS", "control", 2, 2)
+    assert left["difference"] == pytest.approx(left["mean"] - left["mean_reference"])
+    assert -0.35 < left["difference"] < -0.2 and left["hedges_g"] < -2
+    lo, hi = left["hedges_g_ci"]
+    assert lo <= left["hedges_g"] <= hi < 0
+    assert left["note"].startswith("fewer than 10 cases in a group")
+    assert left["difference_ci"][0] < left["difference"] < left["difference_ci"][1]
+    assert "ALS vs control" in page and "Hedges' g (bootstrap 95 % CI)" in page
+
+
+def test_hedges_g_matches_the_formula():
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 3.0, 4.0, 5.0, 6.0])
+    pooled = np.sqrt((3 * a.var(ddof=1) + 4 * b.var(ddof=1)) / 7)
+    assert cohort_report.hedges_g(a, b) == pytest.approx((2.5 - 4.0) / pooled * (1 - 3 / (4 * 9 - 9)))
+    assert cohort_report.hedges_g([1.0], b) is None
+
+
+def test_rerun_skips_everything_and_retry_failed_reruns_the_failure_only(cohort_run, tmp_path):
+    manifest, _, first, _ = cohort_run
+    out = _copy(cohort_run, tmp_path)
+    again = cohort.run(cohort.read_manifest(manifest), out, PARAMS, workers=2, with_scene=False)
+    assert (again.ran, again.skipped, again.done, again.failed) == (0, 5, 4, 1)
+    retry = cohort.run(cohort.read_manifest(manifest), out, PARAMS, workers=2, with_scene=False, retry_failed=True)
+    assert (retry.ran, retry.skipped, retry.done, retry.failed) == (1, 4, 4, 1)
+    assert [r["subject"] for r in retry.records if r["action"] == "ran"] == ["sub-05"]
+    assert [r["pattern"] for r in _table(out)] == ["left", "absent", "left", "absent", ""]
+
+
+def test_changed_parameter_or_input_reruns(cohort_run, tmp_path):
+    manifest, _, _, _ = cohort_run
+    out = _copy(cohort_run, tmp_path)
+    changed = cohort.run(cohort.read_manifest(manifest), out, Parameters(phase_units="radians", band_ratio=0.85),
+                         workers=0, with_scene=False)
+    assert (changed.ran, changed.skipped, changed.done, changed.failed) == (5, 0, 4, 1)
+    assert {r["band_ratio"] for r in [__import__("json").loads((out / s / "metrics.json").read_text())["thresholds"]
+                                      for s in SUBJECTS]} == {0.85}
+    # An incomplete output folder (a file removed) reruns that case alone.
+    (out / "sub-02" / "heatmap.nii.gz").unlink()
+    again = cohort.run(cohort.read_manifest(manifest), out, Parameters(phase_units="radians", band_ratio=0.85),
+                       workers=0, with_scene=False)
+    assert [r["subject"] for r in again.records if r["action"] == "ran"] == ["sub-02"]
+
+
+def test_dask_local_cluster_gives_the_same_table(cohort_run, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    manifest, first_out, _, _ = cohort_run
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc:
+        summary = cohort.run(cohort.read_manifest(manifest), tmp_path / "out", PARAMS, scheduler=lc,
+                             with_scene=False)
+    assert (summary.ran, summary.skipped, summary.done, summary.failed) == (5, 0, 4, 1)
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "runtime_s"} for r in rows]
+
+    assert strip(_table(tmp_path / "out")) == strip(_table(first_out))
+
+
+def test_killed_worker_case_runs_again(cohort_run, tmp_path, monkeypatch):
+    """A case without a record (its worker died before finishing) runs again; the others are kept."""
+    manifest, _, _, _ = cohort_run
+    out = _copy(cohort_run, tmp_path)
+    cohort.record_path(out, "sub-03").unlink()
+    summary = cohort.run(cohort.read_manifest(manifest), out, PARAMS, workers=0, with_scene=False)
+    assert [r["subject"] for r in summary.records if r["action"] == "ran"] == ["sub-03"]
+    assert summary.done == 4
+
+
+# --- manifests and the command line -------------------------------------------------------------
+
+
+def test_manifest_problems_are_named_with_their_line(tmp_path):
+    m = tmp_path / "cases.csv"
+    m.write_text("subject,magnitude\nsub-01,a.nii.gz\n")
+    with pytest.raises(InputError, match=r"lacks the column\(s\) phase \(it has: subject, magnitude\)"):
+        cohort.read_manifest(m)
+    (tmp_path / "a.nii.gz").write_bytes(b"x")
+    m.write_text("subject,magnitude,phase\nsub-01,a.nii.gz,missing.nii.gz\nsub-01,a.nii.gz,a.nii.gz\n"
+                 "../x,a.nii.gz,a.nii.gz\n")
+    with pytest.raises(InputError) as exc:
+        cohort.read_manifest(m)
+    msg = str(exc.value)
+    assert msg.startswith(f"manifest {m} has 3 problem(s): line 2 (subject sub-01): phase file not found: "
+                          f"{tmp_path / 'missing.nii.gz'}; line 3 (subject sub-01): subject sub-01 already on line 2; "
+                          "line 4 (subject ../x): the subject id is used as a folder name")
+
+
+def test_cli_bad_manifest_exits_2_without_traceback(tmp_path, capsys):
+    m = tmp_path / "cases.csv"
+    m.write_text("subject,magnitude,phase\nsub-01,nope.nii.gz,nope2.nii.gz\n")
+    code = cli.main(["cohort", "--manifest", str(m), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().startswith(f"motorband: error: manifest {m} has 2 problem(s): line 2 (subject sub-01): "
+                                  f"magnitude file not found: {tmp_path / 'nope.nii.gz'}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_cohort_rerun(cohort_run, tmp_path, capsys):
+    manifest, _, _, _ = cohort_run
+    out = _copy(cohort_run, tmp_path)
+    code = cli.main(["cohort", "--manifest", str(manifest), "--out", str(out), "--phase-units", "radians",
+                     "--workers", "0", "--no-scene"])
+    text = capsys.readouterr()
+    assert code == 1  # finished, with a failed case recorded
+    assert "5 cases: 0 ran, 5 skipped (unchanged); 4 done, 1 failed" in text.out
+    assert "sub-05 (input): magnitude image of sub-05" in text.out
+    assert f"Table: {out / 'cohort.tsv'}" in text.out
