@@ -11,6 +11,8 @@ that the command line refuses bad manifests with exit 2 and a message naming the
 from __future__ import annotations
 
 import csv
+import dataclasses
+import os
 import shutil
 from pathlib import Path
 
@@ -199,6 +201,26 @@ def test_dask_local_cluster_gives_the_same_table(cohort_run, tmp_path):
         return [{k: v for k, v in r.items() if k != "runtime_s"} for r in rows]
 
     assert strip(_table(tmp_path / "out")) == strip(_table(first_out))
+
+
+class _KillsItsWorker:
+    """Unpickled in a worker, ends that process at once (as a SIGKILL or the OOM killer would)."""
+
+    def __reduce__(self):
+        return (os._exit, (1,))
+
+
+def test_a_case_that_kills_its_worker_is_recorded_and_the_others_finish(cohort_run, tmp_path):
+    cases = cohort.read_manifest(cohort_run[0])[:2]
+    killer = dataclasses.replace(cases[0], subject="sub-99", extra={"killer": _KillsItsWorker()})
+    summary = cohort.run([cases[0], killer, cases[1]], tmp_path / "out", PARAMS, workers=2, with_scene=False)
+    assert [(r["subject"], r["status"]) for r in summary.records] == [
+        ("sub-01", "done"), ("sub-99", "failed"), ("sub-02", "done")]
+    lost = summary.records[1]
+    assert lost["exit_class"] == "internal"
+    assert lost["error"].startswith(f"the worker process running this case died ({cohort.MAX_ATTEMPTS} attempts)")
+    assert cohort.read_record(tmp_path / "out", "sub-99")["status"] == "failed"
+    assert [r["status"] for r in _table(tmp_path / "out")] == ["done", "failed", "done"]
 
 
 def test_killed_worker_case_runs_again(cohort_run, tmp_path, monkeypatch):

@@ -79,8 +79,9 @@ MEMORY_FRACTION = 0.8
 #: Assumed grid when no header can be read: the 1 mm brain above.
 REFERENCE_VOXELS = 167 * 206 * 170
 #: Attempts of one case on local workers when its worker process dies (killed, out of memory):
-#: the same as Dask's default ``distributed.scheduler.allowed-failures`` (3) + 1.
-MAX_ATTEMPTS = 4
+#: a neighbour's memory spike or a stray kill gets two more chances, a case that kills every
+#: worker it meets is given up after three (Dask's own limit, ``allowed-failures``, is similar).
+MAX_ATTEMPTS = 3
 #: Environment variables that size the thread pools of OpenMP, BLAS, numexpr, numba and ITK.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                    "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
@@ -456,41 +457,61 @@ def _run_serial(tasks, report):
 
 
 def _run_local(tasks, workers: int, report):
-    """Worker processes (spawned) on this machine. A dead worker breaks the pool: the cases not
-    yet finished run again in a new pool, each at most MAX_ATTEMPTS times."""
+    """Worker processes (spawned) on this machine.
+
+    All cases first go to one pool of ``workers`` processes. A worker that dies (killed, out of
+    memory, a crash in a library) breaks that pool and fails every unfinished case in it
+    without saying which one it was running; those cases then run again each in its own
+    one-process pool (still ``workers`` at a time), so a case that kills its worker takes only
+    itself down. A case whose process died MAX_ATTEMPTS times in all is recorded as failed.
+    Finished cases are never rerun: their records were written by their workers.
+    """
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("spawn")
-    pending = list(tasks)
-    attempts = {t.case.subject: 0 for t in pending}
-    while pending:
-        for t in pending:
-            attempts[t.case.subject] += 1
-        with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
-                                 initializer=pin_threads, initargs=(pending[0].threads or 1,)) as pool:
-            futures = {pool.submit(run_case, t): t for t in pending}
-            retry = []
-            try:
-                not_done = set(futures)
-                while not_done:
-                    done, not_done = wait(not_done, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        t = futures[fut]
-                        try:
-                            report(fut.result())
-                        except BrokenProcessPool:
-                            retry.append(t)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-        pending = []
-        for t in retry:
-            if attempts[t.case.subject] >= MAX_ATTEMPTS:
-                report(_lost_record(t, f"{MAX_ATTEMPTS} attempts"))
-            else:
-                pending.append(t)
+    threads = (tasks[0].threads or 1) if tasks else 1
+
+    def pool(n):
+        return ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=pin_threads, initargs=(threads,))
+
+    attempts = {t.case.subject: 1 for t in tasks}
+    retry = []
+    with pool(min(workers, len(tasks))) as shared:
+        futures = {shared.submit(run_case, t): t for t in tasks}
+        try:
+            not_done = set(futures)
+            while not_done:
+                done, not_done = wait(not_done, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    try:
+                        report(fut.result())
+                    except BrokenProcessPool:
+                        retry.append(futures[fut])
+        except BaseException:
+            shared.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    def isolated(task):
+        with pool(1) as own:
+            return own.submit(run_case, task).result()
+
+    while retry:
+        again = []
+        with ThreadPoolExecutor(max_workers=min(workers, len(retry))) as runner:
+            futures = {runner.submit(isolated, t): t for t in retry}
+            for fut in as_completed(futures):
+                t = futures[fut]
+                attempts[t.case.subject] += 1
+                try:
+                    report(fut.result())
+                except BrokenProcessPool:
+                    if attempts[t.case.subject] >= MAX_ATTEMPTS:
+                        report(_lost_record(t, f"{MAX_ATTEMPTS} attempts"))
+                    else:
+                        again.append(t)
+        retry = again
 
 
 def _dask_client(scheduler):
