@@ -252,6 +252,24 @@ def test_manifest_problems_are_named_with_their_line(tmp_path):
                           "line 4 (subject ../x): the subject id is used as a folder name")
 
 
+def test_bids_folder_cases_and_participants(tmp_path):
+    for sub, ses in (("sub-01", None), ("sub-02", "ses-1")):
+        anat = tmp_path / sub / (ses or "") / "anat"
+        anat.mkdir(parents=True)
+        stem = f"{sub}_{ses}" if ses else sub
+        for part in ("mag", "phase"):
+            (anat / f"{stem}_part-{part}_T2starw.nii.gz").write_bytes(b"x")
+    (tmp_path / "participants.tsv").write_text("participant_id\tage\tgroup\nsub-01\t61\tALS\nsub-02\t58\tcontrol\n")
+    cases = cohort.find_bids(tmp_path)
+    assert [c.subject for c in cases] == ["sub-01", "sub-02_ses-1"]
+    assert cases[0].extra == {"age": "61", "group": "ALS"} and cases[1].extra["group"] == "control"
+    assert cases[1].files["phase"].endswith("sub-02/ses-1/anat/sub-02_ses-1_part-phase_T2starw.nii.gz")
+    (tmp_path / "sub-01" / "anat" / "sub-01_part-phase_T2starw.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"sub-01: no phase file sub-01_part-phase_T2starw.nii.gz beside "
+                                         r"sub-01_part-mag_T2starw.nii.gz"):
+        cohort.find_bids(tmp_path)
+
+
 def test_cli_bad_manifest_exits_2_without_traceback(tmp_path, capsys):
     m = tmp_path / "cases.csv"
     m.write_text("subject,magnitude,phase\nsub-01,nope.nii.gz,nope2.nii.gz\n")
@@ -273,3 +291,15 @@ def test_cli_cohort_rerun(cohort_run, tmp_path, capsys):
     assert "5 cases: 0 ran, 5 skipped (unchanged); 4 done, 1 failed" in text.out
     assert "sub-05 (input): magnitude image of sub-05" in text.out
     assert f"Table: {out / 'cohort.tsv'}" in text.out
+
+
+def test_cli_interrupt_says_finished_cases_are_kept(cohort_run, tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cohort, "run", interrupted)
+    code = cli.main(["cohort", "--manifest", str(cohort_run[0]), "--out", str(tmp_path / "out")])
+    assert code == 130
+    assert capsys.readouterr().err.strip().endswith(
+        f"motorband: interrupted, after the results were written to {tmp_path / 'out'} for the cases finished so "
+        "far (run the same command again to continue)")

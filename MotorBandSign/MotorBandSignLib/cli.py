@@ -232,6 +232,10 @@ def cmd_cohort(a) -> int:
     try:
         s = cohort.run(cases, a.out, params, workers=a.workers, scheduler=a.scheduler, retry_failed=a.retry_failed,
                        with_scene=not a.no_scene, progress=bar, group_column=a.group_column)
+    except KeyboardInterrupt as exc:
+        # Finished cases are on disk with their records: say so, and how to go on.
+        exc.outputs_written = f"{a.out} for the cases finished so far (run the same command again to continue)"
+        raise
     finally:
         bar.close()
     print(f"{len(s.records)} cases: {s.ran} ran, {s.skipped} skipped (unchanged); {s.done} done, {s.failed} failed")

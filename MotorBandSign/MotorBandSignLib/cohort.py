@@ -21,6 +21,8 @@ output file present); a recorded failure with unchanged inputs and parameters is
 (the same files would fail the same way) unless ``retry_failed`` is given, which reruns those
 failures (and only adds cases that never finished; finished ones stay skipped). A worker killed
 mid-case leaves no record, so the case runs again; every finished case already has its record.
+A case given up after its worker died MAX_ATTEMPTS times is recorded as failed without input
+hashes, so the next run tries it again (the death may have been a neighbour's doing).
 
 Parallelism. ``scheduler=None`` runs local worker processes (``spawn``: a fresh interpreter per
 worker, safe beside the threads of VTK/ITK); ``workers`` defaults to :func:`default_workers`,
