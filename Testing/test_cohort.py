@@ -140,8 +140,10 @@ def test_cohort_html_and_group_comparison(cohort_run):
     page = (out / "cohort.html").read_text()
     assert "Research statistics, not a diagnostic test." in page
     for s in SUBJECTS:
-        assert f'<a href="{s}/report.html">{s}</a>' in page
-    assert page.count("data:image/png;base64,") == 3
+        assert f'<a href="{s}/report.html"><img\nalt="" src="data:image/png;base64,' in page
+        assert f'<br>{s}</a>' in page
+        assert cohort.thumbnail_path(out, s).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.count("data:image/png;base64,") == 3 + 4  # three figures, four thumbnails
     assert "<b>sub-05</b>: failed: magnitude image of sub-05" in page
     comps = {c["measure"]: c for c in summary.comparisons}
     assert set(comps) == {"left_band_contrast", "right_band_contrast", "lower_band_contrast"}

@@ -334,6 +334,25 @@ def _write_record(out_dir, rec: dict) -> None:
     os.replace(tmp, path)
 
 
+def thumbnail_path(out_dir, subject: str) -> Path:
+    return Path(out_dir) / STATE_DIR / f"{subject}.png"
+
+
+def _write_thumbnail(out_dir, subject: str, result) -> None:
+    """The case's thumbnail for cohort.html, atomically; a failure only leaves it out of the page."""
+    from . import cohort_report
+
+    path = thumbnail_path(out_dir, subject)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(cohort_report.thumbnail_png(result))
+        os.replace(tmp, path)
+    except Exception:  # noqa: BLE001 - a picture for the overview page; the case itself is done
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def outputs_complete(case_dir, with_scene: bool) -> bool:
     """True if ``case_dir`` holds a complete result: every output file, metrics.json by MotorBandSign."""
     from .outputs import OUTPUT_FILES, _is_result_dir
@@ -423,6 +442,7 @@ def run_case(task: Task) -> dict:
         result = pipeline.run(inputs, task.params)
         outputs.write_outputs(result, case_dir, with_scene=task.with_scene)
         rec.update(status="done", exit_class=None, error=None)
+        _write_thumbnail(out, case.subject, result)
     except (KeyboardInterrupt, CancelledError):
         raise
     except InputError as exc:
@@ -666,5 +686,6 @@ def run(cases, out_dir, params: Parameters | None = None, *, workers: int | None
         summary.comparisons = cohort_report.group_comparisons(table, group_column)
         summary.report = cohort_report.write_html(table, summary.comparisons, out / "cohort.html",
                                                   group_column=group_column,
-                                                  wall_time_s=time.perf_counter() - t0)
+                                                  wall_time_s=time.perf_counter() - t0,
+                                                  thumbnails=lambda subject: thumbnail_path(out, subject))
     return summary

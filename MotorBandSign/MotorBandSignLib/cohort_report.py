@@ -7,6 +7,8 @@ sizes with confidence intervals), not a diagnostic test, and the page says so.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import csv
 import json
 import math
@@ -249,6 +251,37 @@ def qc_outliers(rows) -> list[dict]:
 # --------------------------------------------------------------------------------------------
 # Figures and page
 # --------------------------------------------------------------------------------------------
+#: Thumbnail size (inches at report.FIG_DPI, about 110 px): enough to see that the ribbon sits on
+#: the motor strip, small enough for a page of a thousand subjects (a few kB each).
+THUMB_IN = 1.2
+
+
+def thumbnail_png(result) -> bytes:
+    """A small axial mIP at the level with most posterior-bank voxels, the bank outlined, in the
+    radiological convention (report.py's orientation); PNG bytes. Made by the worker from the
+    Result in memory, so the page needs no image reading."""
+    from . import report
+
+    axis = report.axial_axis(result.mip)
+    rib = np.asarray(result.ribbon.array)
+    others = tuple(a for a in range(3) if a != axis)
+    counts = np.isin(rib, (1, 2)).sum(axis=others)
+    level = int(np.argmax(counts)) if counts.any() else rib.shape[axis] // 2
+    plan = report.display_plan(result.mip, axis)
+    img = report.oriented_slice(result.mip.array, plan, level)
+    bank = np.isin(report.oriented_slice(rib, plan, level), (1, 2))
+    rsp, csp = plan["pixel_mm"]
+    fig = report._new_figure((THUMB_IN, THUMB_IN))
+    fig.set_layout_engine("none")  # one axes filling the figure: no layout to solve
+    ax = fig.add_axes((0, 0, 1, 1))
+    lo, hi = np.percentile(img, (1, 99)) if img.size else (0.0, 1.0)
+    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, aspect=rsp / csp, interpolation="nearest")
+    if bank.any():
+        ax.contour(bank.astype(float), levels=[0.5], colors=[report.BANK_COLOR], linewidths=0.6)
+    ax.set_axis_off()
+    return base64.b64decode(report._png(fig))
+
+
 _GROUP_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
 
@@ -282,6 +315,7 @@ def _figures(rows, group_column, band_ratio) -> dict:
                     ax.boxplot([v], positions=[x], widths=0.5, showfliers=False)
                 ax.scatter(x + rng.uniform(-0.12, 0.12, len(v)), v, s=14, color=col, zorder=3)
         ax.set_xticks(range(len(colors)), list(colors), rotation=20)
+        ax.set_xlim(-0.6, len(colors) - 0.4)
         ax.set_title(f"{s} hemisphere")
         if band_ratio is not None:
             ax.axhline(band_ratio, color="grey", ls="--", lw=0.8)
@@ -367,7 +401,8 @@ a darker bank in the group than in the reference. {{ n_boot }} bootstrap resampl
 <h2>Cases</h2>
 <table><tr>{% for c in columns %}<th class="l">{{ c }}</th>{% endfor %}</tr>
 {% for r in rows %}<tr class="{{ 'failed' if r.status != 'done' else '' }}">{% for c in columns %}
-{% if c == 'subject' and r.report %}<td class="l"><a href="{{ r.report }}">{{ r.subject }}</a></td>
+{% if c == 'subject' and r.report %}<td class="l"><a href="{{ r.report }}">{% if thumbs.get(r.subject) %}<img
+alt="" src="data:image/png;base64,{{ thumbs[r.subject] }}"><br>{% endif %}{{ r.subject }}</a></td>
 {% else %}<td class="l">{{ cell(r[c]) }}</td>{% endif %}{% endfor %}</tr>
 {% endfor %}</table>
 </body></html>
@@ -383,8 +418,12 @@ def _fmt(v, digits=3):
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def write_html(rows, comparisons, path, *, group_column: str = "group", wall_time_s: float | None = None) -> Path:
-    """Write ``cohort.html`` (self-contained: figures as base64 PNG), atomically."""
+def write_html(rows, comparisons, path, *, group_column: str = "group", wall_time_s: float | None = None,
+               thumbnails=None) -> Path:
+    """Write ``cohort.html`` (self-contained: figures and thumbnails as base64 PNG), atomically.
+
+    ``thumbnails(subject) -> path`` gives where a done case's thumbnail is (a missing one is
+    left out)."""
     import jinja2
 
     from . import __version__
@@ -400,9 +439,14 @@ def write_html(rows, comparisons, path, *, group_column: str = "group", wall_tim
                 pass
             break
     extra = [c for c in (rows[0] if rows else {}) if c not in COLUMNS]
+    thumbs = {}
+    for r in rows:
+        if r["status"] == "done" and thumbnails is not None:
+            with contextlib.suppress(OSError):
+                thumbs[r["subject"]] = base64.b64encode(Path(thumbnails(r["subject"])).read_bytes()).decode("ascii")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     page = env.from_string(_TEMPLATE).render(
-        rows=rows, columns=PAGE_COLUMNS[:-2] + extra + PAGE_COLUMNS[-2:], comparisons=comparisons,
+        rows=rows, thumbs=thumbs, columns=PAGE_COLUMNS[:-2] + extra + PAGE_COLUMNS[-2:], comparisons=comparisons,
         figs=_figures(rows, group_column, band_ratio), outliers=qc_outliers(rows), group_column=group_column,
         n_cases=len(rows), n_done=sum(r["status"] == "done" for r in rows),
         n_failed=sum(r["status"] == "failed" for r in rows), n_not_run=sum(r["status"] == "not run" for r in rows),
