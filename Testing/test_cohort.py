@@ -305,3 +305,13 @@ def test_cli_interrupt_says_finished_cases_are_kept(cohort_run, tmp_path, capsys
     assert capsys.readouterr().err.strip().endswith(
         f"motorband: interrupted, after the results were written to {tmp_path / 'out'} for the cases finished so "
         "far (run the same command again to continue)")
+
+
+def test_parcellation_without_labels_is_refused_before_any_work(tmp_path):
+    for name in ("m.nii.gz", "p.nii.gz", "aparc.nii.gz"):
+        (tmp_path / name).write_bytes(b"x")
+    m = tmp_path / "cases.csv"
+    m.write_text("subject,magnitude,phase,parcellation\nsub-01,m.nii.gz,p.nii.gz,aparc.nii.gz\n")
+    with pytest.raises(InputError, match=r"^1 case\(s\) \(sub-01\) give a parcellation but no label preset"):
+        cohort.run(cohort.read_manifest(m), tmp_path / "out", PARAMS, workers=0)
+    assert not (tmp_path / "out").exists()

@@ -626,7 +626,8 @@ def run(cases, out_dir, params: Parameters | None = None, *, workers: int | None
         Called after every case (ran or skipped), in this process.
     threads_per_worker : int
         Compute threads of each worker (default: the cores shared among the local workers, at
-        least 1; 1 on Dask workers, whose number is the cluster's business).
+        least 1; 1 on Dask workers, whose number is the cluster's business; left alone with
+        ``workers=0``).
     group_column : str
         The manifest column holding the group for the group comparison.
     """
@@ -649,8 +650,15 @@ def run(cases, out_dir, params: Parameters | None = None, *, workers: int | None
         workers = default_workers(cases)
     if workers is not None and workers < 0:
         raise InputError(f"workers={workers}: give 0 (run here), or a positive number of worker processes.")
-    if threads_per_worker is None:
+    if threads_per_worker is None and not (local and workers == 0):
+        # In this process (workers=0) the caller's thread settings are left as they are.
         threads_per_worker = max(1, _cpus() // max(1, workers or 1)) if local else 1
+    if params.labels is None:
+        need = [c.subject for c in cases if c.files.get("parcellation")]
+        if need:
+            raise InputError(f"{len(need)} case(s) ({', '.join(need[:5])}) give a parcellation but no label preset was "
+                             "given: add --labels freesurfer|synthseg|TABLE (Parameters.labels) to say what its "
+                             "numbers mean.")
     say = progress or (lambda done, total, rec: None)
     records: dict = {}
     summary = Summary(records=[])
