@@ -205,16 +205,27 @@ def test_dask_local_cluster_gives_the_same_table(cohort_run, tmp_path):
     assert strip(_table(tmp_path / "out")) == strip(_table(first_out))
 
 
-class _KillsItsWorker:
-    """Unpickled in a worker, ends that process at once (as a SIGKILL or the OOM killer would)."""
+class _KillsItsWorker(os.PathLike):
+    """An input path that ends any process using it but the one that made it, at once (as a
+    SIGKILL or the OOM killer would end a worker mid-case)."""
 
-    def __reduce__(self):
-        return (os._exit, (1,))
+    def __init__(self, real):
+        self.real, self.pid = str(real), os.getpid()
+
+    def __fspath__(self):
+        if os.getpid() != self.pid:
+            os._exit(1)
+        return self.real
+
+
+def _killer_case(case):
+    return dataclasses.replace(case, subject="sub-99",
+                               files=dict(case.files, magnitude=_KillsItsWorker(case.files["magnitude"])))
 
 
 def test_a_case_that_kills_its_worker_is_recorded_and_the_others_finish(cohort_run, tmp_path):
     cases = cohort.read_manifest(cohort_run[0])[:2]
-    killer = dataclasses.replace(cases[0], subject="sub-99", extra={"killer": _KillsItsWorker()})
+    killer = _killer_case(cases[0])
     summary = cohort.run([cases[0], killer, cases[1]], tmp_path / "out", PARAMS, workers=2, with_scene=False)
     assert [(r["subject"], r["status"]) for r in summary.records] == [
         ("sub-01", "done"), ("sub-99", "failed"), ("sub-02", "done")]
@@ -315,3 +326,18 @@ def test_parcellation_without_labels_is_refused_before_any_work(tmp_path):
     with pytest.raises(InputError, match=r"^1 case\(s\) \(sub-01\) give a parcellation but no label preset"):
         cohort.run(cohort.read_manifest(m), tmp_path / "out", PARAMS, workers=0)
     assert not (tmp_path / "out").exists()
+
+
+def test_dask_worker_killed_by_a_case_loses_no_other_case(cohort_run, tmp_path):
+    """On Dask, the case that kills its worker is retried by the scheduler, then recorded as failed."""
+    distributed = pytest.importorskip("distributed")
+    import dask
+
+    cases = cohort.read_manifest(cohort_run[0])[:2]
+    killer = _killer_case(cases[0])
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc:
+        summary = cohort.run([cases[0], killer, cases[1]], tmp_path / "out", PARAMS, scheduler=lc, with_scene=False)
+    assert [(r["subject"], r["status"]) for r in summary.records] == [
+        ("sub-01", "done"), ("sub-99", "failed"), ("sub-02", "done")]
+    assert summary.records[1]["error"].startswith("the worker process running this case died (KilledWorker")
