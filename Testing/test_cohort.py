@@ -341,3 +341,19 @@ def test_dask_worker_killed_by_a_case_loses_no_other_case(cohort_run, tmp_path):
     assert [(r["subject"], r["status"]) for r in summary.records] == [
         ("sub-01", "done"), ("sub-99", "failed"), ("sub-02", "done")]
     assert summary.records[1]["error"].startswith("the worker process running this case died (KilledWorker")
+
+
+def test_a_changed_input_reruns_that_case_only(cohort_run, tmp_path):
+    """Records hold content hashes, not paths: a copied cohort is still up to date, and a changed
+    file reruns its case alone."""
+    manifest, out_src, _, _ = cohort_run
+    shutil.copytree(manifest.parent / "data", tmp_path / "data")
+    shutil.copy(manifest, tmp_path / "cases.csv")
+    shutil.copytree(out_src, tmp_path / "out")
+    phase = tmp_path / "data" / "sub-04" / "phase.nii.gz"
+    v = io.read_volume(phase)
+    io.write_volume(v, phase, (v.array * 0.5).astype(np.float32))
+    summary = cohort.run(cohort.read_manifest(tmp_path / "cases.csv"), tmp_path / "out", PARAMS, workers=0,
+                         with_scene=False)
+    assert [r["subject"] for r in summary.records if r["action"] == "ran"] == ["sub-04"]
+    assert (summary.skipped, summary.done, summary.failed) == (4, 4, 1)
