@@ -357,3 +357,24 @@ def test_a_changed_input_reruns_that_case_only(cohort_run, tmp_path):
                          with_scene=False)
     assert [r["subject"] for r in summary.records if r["action"] == "ran"] == ["sub-04"]
     assert (summary.skipped, summary.done, summary.failed) == (4, 4, 1)
+
+
+def test_an_interrupted_cohort_leaves_no_half_case_and_continues(cohort_run, tmp_path):
+    """Ctrl-C (here raised by the progress callback after the first case) stops the workers at
+    once; every case folder present is complete, and the same call then runs only what is left."""
+    manifest = cohort_run[0]
+    out = tmp_path / "out"
+
+    def interrupt(done, total, rec):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cohort.run(cohort.read_manifest(manifest), out, PARAMS, workers=2, with_scene=False, progress=interrupt)
+    finished = sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert all(cohort.outputs_complete(out / s, with_scene=False) for s in finished)
+    recorded = sorted(p.stem for p in (out / cohort.STATE_DIR).glob("*.json"))
+    assert 1 <= len(recorded) < 5 and not (tmp_path / ".out.lock").exists()
+    summary = cohort.run(cohort.read_manifest(manifest), out, PARAMS, workers=2, with_scene=False)
+    assert summary.skipped == len(recorded) and summary.ran == 5 - len(recorded)
+    assert (summary.done, summary.failed) == (4, 1)
+    assert not [p.name for p in out.iterdir() if ".partial-" in p.name]  # stale temporaries cleaned

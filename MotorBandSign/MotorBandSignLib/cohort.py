@@ -478,6 +478,20 @@ def _run_serial(tasks, report):
         report(run_case(t))
 
 
+def _stop(pool) -> None:
+    """Interrupted: cancel the queued cases and end the workers now (SIGTERM: a worker moving a
+    finished case into place holds it back until done, see outputs.write_outputs) instead of
+    waiting for their cases to end. The cases they were running leave no record and run again."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # CPython's pool internals
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join()
+
+
 def _run_local(tasks, workers: int, report):
     """Worker processes (spawned) on this machine.
 
@@ -512,27 +526,39 @@ def _run_local(tasks, workers: int, report):
                     except BrokenProcessPool:
                         retry.append(futures[fut])
         except BaseException:
-            shared.shutdown(wait=False, cancel_futures=True)
+            _stop(shared)
             raise
+
+    active = set()  # the one-process pools running now (to stop them on an interrupt)
 
     def isolated(task):
         with pool(1) as own:
-            return own.submit(run_case, task).result()
+            active.add(own)
+            try:
+                return own.submit(run_case, task).result()
+            finally:
+                active.discard(own)
 
     while retry:
         again = []
         with ThreadPoolExecutor(max_workers=min(workers, len(retry))) as runner:
             futures = {runner.submit(isolated, t): t for t in retry}
-            for fut in as_completed(futures):
-                t = futures[fut]
-                attempts[t.case.subject] += 1
-                try:
-                    report(fut.result())
-                except BrokenProcessPool:
-                    if attempts[t.case.subject] >= MAX_ATTEMPTS:
-                        report(_lost_record(t, f"{MAX_ATTEMPTS} attempts"))
-                    else:
-                        again.append(t)
+            try:
+                for fut in as_completed(futures):
+                    t = futures[fut]
+                    attempts[t.case.subject] += 1
+                    try:
+                        report(fut.result())
+                    except BrokenProcessPool:
+                        if attempts[t.case.subject] >= MAX_ATTEMPTS:
+                            report(_lost_record(t, f"{MAX_ATTEMPTS} attempts"))
+                        else:
+                            again.append(t)
+            except BaseException:
+                runner.shutdown(wait=False, cancel_futures=True)
+                for own in list(active):
+                    _stop(own)
+                raise
         retry = again
 
 
