@@ -378,3 +378,28 @@ def test_an_interrupted_cohort_leaves_no_half_case_and_continues(cohort_run, tmp
     assert summary.skipped == len(recorded) and summary.ran == 5 - len(recorded)
     assert (summary.done, summary.failed) == (4, 1)
     assert not [p.name for p in out.iterdir() if ".partial-" in p.name]  # stale temporaries cleaned
+
+
+def test_default_workers_is_bounded_by_cores_memory_and_cases(monkeypatch):
+    per_case = cohort.CASE_BYTES_PER_VOXEL * cohort.REFERENCE_VOXELS  # 3.04 GB: the 1 mm brain
+    assert per_case == 520 * 5_848_340
+    monkeypatch.setattr(cohort, "_cpus", lambda: 8)
+    monkeypatch.setattr(cohort, "_available_memory", lambda: 10 * 10**9)
+    assert cohort.default_workers() == 2  # 0.8 x 10 GB / 3.04 GB
+    monkeypatch.setattr(cohort, "_available_memory", lambda: 64 * 10**9)
+    assert cohort.default_workers() == 8  # the cores
+    fake = [cohort.Case(f"s{n}", {"magnitude": "/nonexistent.nii.gz"}) for n in range(3)]
+    assert cohort.default_workers(fake) == 3  # the cases
+    monkeypatch.setattr(cohort, "_available_memory", lambda: 10**9)
+    assert cohort.default_workers() == 1  # never fewer than one
+
+
+def test_pin_threads_sets_itk_blas_and_the_environment():
+    import subprocess
+    import sys
+
+    code = ("from MotorBandSignLib import cohort; cohort.pin_threads(1); import os, numpy, SimpleITK as s, threadpoolctl; "
+            "print(s.ProcessObject.GetGlobalDefaultNumberOfThreads(), "
+            "max([i['num_threads'] for i in threadpoolctl.threadpool_info()] or [0]), os.environ['OMP_NUM_THREADS'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "1", "1"]
