@@ -403,3 +403,23 @@ def test_pin_threads_sets_itk_blas_and_the_environment():
             "max([i['num_threads'] for i in threadpoolctl.threadpool_info()] or [0]), os.environ['OMP_NUM_THREADS'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["1", "1", "1"]
+
+
+def test_cli_unreachable_scheduler_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import socket
+
+    for name in ("m.nii.gz", "p.nii.gz"):
+        (tmp_path / name).write_bytes(b"x")
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("subject,magnitude,phase\nsub-01,m.nii.gz,p.nii.gz\n")
+
+    with socket.socket() as sock:  # a free port on which nothing listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setattr(cohort, "DASK_CONNECT_TIMEOUT", "2s")
+    code = cli.main(["cohort", "--manifest", str(manifest), "--out", str(tmp_path / "out"),
+                     "--scheduler", f"tcp://127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"motorband: error: cannot reach the Dask scheduler tcp://127.0.0.1:{port}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases.csv", "m.nii.gz", "p.nii.gz"]

@@ -84,6 +84,9 @@ REFERENCE_VOXELS = 167 * 206 * 170
 #: a neighbour's memory spike or a stray kill gets two more chances, a case that kills every
 #: worker it meets is given up after three (Dask's own limit, ``allowed-failures``, is similar).
 MAX_ATTEMPTS = 3
+#: How long to try reaching a Dask scheduler given by address: Dask's own default connect
+#: timeout (distributed.comm.timeouts.connect, 30 s), long enough for a scheduler just started.
+DASK_CONNECT_TIMEOUT = "30s"
 #: Environment variables that size the thread pools of OpenMP, BLAS, numexpr, numba and ITK.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                    "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
@@ -573,7 +576,7 @@ def _dask_client(scheduler):
         return scheduler, False
     if isinstance(scheduler, str):
         try:
-            return Client(scheduler, timeout="30s"), True
+            return Client(scheduler, timeout=DASK_CONNECT_TIMEOUT), True
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the Dask scheduler {scheduler} ({exc}): check the address "
                              "(tcp://HOST:PORT) and that the scheduler is running.") from None
@@ -583,15 +586,36 @@ def _dask_client(scheduler):
                      "Client.")
 
 
-def _run_dask(tasks, scheduler, report):
+@contextlib.contextmanager
+def _dask_session(scheduler, workers, cases):
+    """A Dask client for ``scheduler`` ("local": a LocalCluster of ``workers`` one-thread worker
+    processes, default :func:`default_workers`), closed afterwards if made here."""
+    if scheduler == "local":
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise InputError("--scheduler local needs dask.distributed: pip install 'dask[distributed]' (or run "
+                             "without --scheduler for local worker processes).") from None
+        with LocalCluster(n_workers=workers or default_workers(cases), threads_per_worker=1,
+                          processes=True) as cluster, Client(cluster) as client:
+            yield client
+        return
+    client, owned = _dask_client(scheduler)
+    try:
+        yield client
+    finally:
+        if owned:
+            client.close()
+
+
+def _run_dask(tasks, client, report):
     """The same run_case on a Dask cluster. Dask reruns a task whose worker died (up to its
     ``distributed.scheduler.allowed-failures``); after that the case is recorded as failed."""
     from distributed import as_completed
 
-    client, owned = _dask_client(scheduler)
+    futures = {client.submit(run_case, t, key=f"motorband-{t.case.subject}-{os.getpid()}-{time.time_ns()}",
+                             pure=False): t for t in tasks}
     try:
-        futures = {client.submit(run_case, t, key=f"motorband-{t.case.subject}-{os.getpid()}-{time.time_ns()}",
-                                 pure=False): t for t in tasks}
         for fut in as_completed(list(futures)):
             t = futures[fut]
             try:
@@ -600,9 +624,9 @@ def _run_dask(tasks, scheduler, report):
                 raise
             except Exception as exc:  # noqa: BLE001 - KilledWorker and the like: the case is lost
                 report(_lost_record(t, f"{type(exc).__name__}: {exc}"))
-    finally:
-        if owned:
-            client.close()
+    except BaseException:
+        client.cancel(list(futures))  # the cases not finished leave no record and run next time
+        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -696,18 +720,14 @@ def run(cases, out_dir, params: Parameters | None = None, *, workers: int | None
         summary.skipped += rec.get("action") == "skipped"
         say(len(records), len(cases), rec)
 
-    with outputs.output_lock(out, flag="--out"):
+    with contextlib.ExitStack() as stack:
+        # A Dask scheduler is reached first: if it cannot be, nothing has been written.
+        client = stack.enter_context(_dask_session(scheduler, workers, cases)) if scheduler is not None else None
+        stack.enter_context(outputs.output_lock(out, flag="--out"))
         out.mkdir(parents=True, exist_ok=True)
         tasks = [Task(c, str(out), params, with_scene, retry_failed, threads_per_worker) for c in cases]
-        if scheduler is not None:
-            if scheduler == "local":
-                from distributed import LocalCluster
-
-                with LocalCluster(n_workers=workers or default_workers(cases), threads_per_worker=1,
-                                  processes=True) as cluster:
-                    _run_dask(tasks, cluster, report)
-            else:
-                _run_dask(tasks, scheduler, report)
+        if client is not None:
+            _run_dask(tasks, client, report)
         elif workers == 0:
             _run_serial(tasks, report)
         else:
