@@ -381,11 +381,11 @@ def test_an_interrupted_cohort_leaves_no_half_case_and_continues(cohort_run, tmp
 
 
 def test_default_workers_is_bounded_by_cores_memory_and_cases(monkeypatch):
-    per_case = cohort.CASE_BYTES_PER_VOXEL * cohort.REFERENCE_VOXELS  # 3.04 GB: the 1 mm brain
-    assert per_case == 520 * 5_848_340
+    per_case = cohort.CASE_BYTES_PER_VOXEL * cohort.REFERENCE_VOXELS  # 3.8 GB: the 1 mm brain
+    assert per_case == 650 * 5_848_340
     monkeypatch.setattr(cohort, "_cpus", lambda: 8)
     monkeypatch.setattr(cohort, "_available_memory", lambda: 10 * 10**9)
-    assert cohort.default_workers() == 2  # 0.8 x 10 GB / 3.04 GB
+    assert cohort.default_workers() == 2  # 0.8 x 10 GB / 3.8 GB
     monkeypatch.setattr(cohort, "_available_memory", lambda: 64 * 10**9)
     assert cohort.default_workers() == 8  # the cores
     fake = [cohort.Case(f"s{n}", {"magnitude": "/nonexistent.nii.gz"}) for n in range(3)]

@@ -69,11 +69,13 @@ SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 HASH_BLOCK_BYTES = 4 * 2**20
 
 #: Peak memory of one case per voxel of its magnitude grid, and its floor. Source: the peak
-#: resident set (VmHWM) of the whole pipeline on a 1 mm individual brain (167 x 206 x 170 =
-#: 5.85 M voxels, sulcal localisation) was 2.4 GB (Testing/benchmarks/bench_individual.py,
-#: 2026-11-28); 3 GB / 5.85 M voxels ~ 520 bytes per voxel keeps a 25 % margin. The floor is
-#: the interpreter with numpy, SciPy, ITK and VTK loaded plus the atlas (~1 GB).
-CASE_BYTES_PER_VOXEL = 520
+#: resident set (VmHWM) of Testing/benchmarks/bench_individual.py, which simulates and runs the
+#: whole pipeline (atlas route) on 1 mm individual brains (the demo brain is 167 x 206 x 170 =
+#: 5.85 M voxels), read at 36 min into a run on 2026-11-28: 3.06 GB, an upper bound for the
+#: pipeline alone (the simulation shares the process); 3.06 GB x 1.25 margin / 5.85 M voxels ~
+#: 650 bytes per voxel. The floor is the interpreter with numpy, SciPy, ITK and VTK loaded plus
+#: the atlas (~1 GB).
+CASE_BYTES_PER_VOXEL = 650
 CASE_MIN_BYTES = 1 * 2**30
 #: Share of the available memory the workers may plan to use (the rest for the OS, the page
 #: cache and the parent process).
