@@ -216,9 +216,10 @@ def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
         bank_ok, ctrl_ok = np.isin(lab, (1, 2)), np.isin(lab, (3, 4))
     elif getattr(anatomy, "wm_distance", None) is not None:
         # both walls: the cortex within one cortical thickness of their white matter, so the
-        # sulcal CSF of an open sulcus stays out (see sulci.BANK_WM_MM)
+        # sulcal CSF of an open sulcus stays out, less the partial-volume layer on the white
+        # matter (see sulci.BANK_WM_MM, sulci.BANK_WM_GAP_MM)
         d_wm = anatomy.wm_distance
-        bank_ok = ctrl_ok = (d_wm > 0) & (d_wm <= sulci.BANK_WM_MM)
+        bank_ok = ctrl_ok = (d_wm > sulci.BANK_WM_GAP_MM) & (d_wm <= sulci.BANK_WM_MM)
     out, depth = sulci.bank_from_sulcus(
         anatomy.sulcus.midline, anatomy.anterior_score, anatomy.brain_mask.array > 0, grid.spacing_kji,
         hull_depth=anatomy.hull_depth, bank_depth_mm=bank_depth_mm,

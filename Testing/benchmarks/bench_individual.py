@@ -49,6 +49,9 @@ SCENARIOS = {
     "left_0.08": (dict(band="left", delta_chi_ppm=0.08), ("left",), None),
     "right_0.08_veins": (dict(band="right", delta_chi_ppm=0.08, veins=True), ("right",), None),
     "focal_0.08": (dict(band="left", band_region="intermediate", delta_chi_ppm=0.08), ("left",), "intermediate"),
+    # the issue's oblique acquisition: 0.9 x 0.9 x 1.5 mm voxels, slices tilted by 15 degrees
+    "bilateral_0.05_oblique": (dict(band="bilateral", delta_chi_ppm=0.05, voxel_mm=(0.9, 0.9, 1.5), oblique_deg=15.0),
+                               ("left", "right"), None),
 }
 QUICK = ("none", "diffuse", "bilateral_0.05", "focal_0.08")
 
@@ -81,8 +84,28 @@ def run_case(brain: str, scenario: str, seed: int) -> dict:
         "region_ratio": {s: {r: v["band_contrast"] for r, v in h[s]["regions"].items()} for s in ("left", "right")},
         "band_regions": {s: h[s].get("band_regions", []) for s in ("left", "right")},
         "cortex_to_wm": {s: h[s]["cortex_to_wm_ratio"] for s in ("left", "right")},
+        "sulcal_control_to_wm": _control_to_wm(res),
         "seconds": round(time.perf_counter() - t0, 1), "timings": res.timings,
     }
+
+
+def _control_to_wm(res) -> dict:
+    """The diffuse flag's statistic computed on the sulcal ribbon's own control (the facing
+    postcentral wall) instead of the atlas route's cortex: recorded to compare the two samples."""
+    from MotorBandSignLib import pipeline, scoring
+
+    rib = res.ribbon.array
+    sp = res.ribbon.spacing_kji
+    if res.swi_corrected is None:
+        return {"left": None, "right": None}
+    wm = pipeline._wm_reference(rib, res.brain_mask.array > 0, sp, res.wm_prob, res.gm_prob)
+    out = {}
+    for side, c in (("left", 3), ("right", 4)):
+        ctrl = rib == c
+        side_wm = wm & scoring._same_side(rib, side, wm, sp)
+        ok = ctrl.sum() >= scoring.MIN_CONTROL_VOXELS and side_wm.sum() >= scoring.MIN_CONTROL_VOXELS
+        out[side] = round(float(np.median(res.swi_corrected[ctrl]) / np.median(res.swi_corrected[side_wm])), 4) if ok else None
+    return out
 
 
 def normal_limit(values) -> float:
