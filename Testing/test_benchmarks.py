@@ -60,3 +60,16 @@ def test_bench_pipeline_quick(capsys):
     out = capsys.readouterr().out
     assert "pattern bilateral" in out
     assert re.search(r"total [0-9.]+ s; ratio to the 90 s target [0-9.]+", out)
+
+
+@pytest.mark.slow
+def test_bench_cohort_quick(capsys):
+    """4 small cases with 1 and 2 workers: every case done both times, a throughput per
+    configuration, the speed-up and the workers' peak memory printed (no timing asserted)."""
+    assert _load("bench_cohort").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"workers 1: 4/4 cases done, 0 failed", out), out
+    assert re.search(r"workers 2: 4/4 cases done, 0 failed", out), out
+    assert re.search(r"speed-up 2 workers / 1 worker: [0-9.]+ \(target >= 1.5 on 2 cores\)", out)
+    peak = float(re.search(r"peak memory of the largest worker: ([0-9]+) MiB", out).group(1))
+    assert peak > 50, out                      # a worker that ran a case holds more than Python

@@ -74,9 +74,10 @@ HASH_BLOCK_BYTES = 4 * 2**20
 #: 5.85 M voxels), read at 36 min into a run on 2026-11-28: 3.06 GB, an upper bound for the
 #: pipeline alone (the simulation shares the process); 3.06 GB x 1.25 margin / 5.85 M voxels ~
 #: 650 bytes per voxel. The floor is the interpreter with numpy, SciPy, ITK and VTK loaded plus
-#: the atlas (~1 GB).
+#: the templates and atlas: a worker that ran 3 mm template-phantom cases peaked at 1.88 GB
+#: (Testing/benchmarks/bench_cohort.py --quick, 2026-11-28), so 2 GB.
 CASE_BYTES_PER_VOXEL = 650
-CASE_MIN_BYTES = 1 * 2**30
+CASE_MIN_BYTES = 2 * 2**30
 #: Share of the available memory the workers may plan to use (the rest for the OS, the page
 #: cache and the parent process).
 MEMORY_FRACTION = 0.8

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_swi.py", "bench_ribbon.py", "bench_detection.py", "bench_individual.py", "bench_pipeline.py"]
+BENCHES = ["bench_swi.py", "bench_ribbon.py", "bench_detection.py", "bench_individual.py", "bench_pipeline.py",
+           "bench_cohort.py"]
 
 
 def main() -> int:
