@@ -64,7 +64,9 @@ def make_result(direction=None, pattern_override=None, seed=0):
     noise = np.modf(np.sin(12.9898 * x + 78.233 * y + 37.719 * z + seed) * 43758.5453)[0]
     brain = ((x / 18) ** 2 + (y / 22) ** 2 + (z / 18) ** 2) <= 1
     swi = np.where(brain, 1.0 + 0.1 * noise, 0.0).astype(np.float32)
-    swi[rib == 1] -= 0.12  # the left bank is darker (the band)
+    # the left bank is darker (the band): its bank / control ratio 0.03 under the band threshold,
+    # so the whole bank is called and no single region is (the regional threshold is lower)
+    swi[rib == 1] -= 1.0 - (scoring.DEFAULT_BAND_RATIO - 0.03)
     mip = swi.copy()
     zz = z_map(swi, rib, reg)
     metrics = scoring.score(swi, zz, rib, reg, 0.001, z_mag=zz)

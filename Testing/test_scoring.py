@@ -62,9 +62,11 @@ def test_bias_correction_flattens_a_smooth_gradient():
     assert np.all(out[~mask] == 0)
 
 
-# Darkenings chosen against the thresholds: a band whose bank / control ratio lies 0.05 below
-# the region threshold (grade 1), one below the grade-2 ratio (grade 2), none at all.
-MILD = 1.0 - (scoring.DEFAULT_REGION_BAND_RATIO - 0.05)
+# Darkenings chosen against the thresholds: a band whose bank / control ratio lies midway
+# between the region threshold and the grade-2 ratio (grade 1), one 0.05 below the grade-2 ratio
+# (grade 2), none at all.
+assert scoring.GRADE2_RATIO < scoring.DEFAULT_REGION_BAND_RATIO
+MILD = 1.0 - 0.5 * (scoring.DEFAULT_REGION_BAND_RATIO + scoring.GRADE2_RATIO)
 MARKED = 1.0 - (scoring.GRADE2_RATIO - 0.05)
 
 
