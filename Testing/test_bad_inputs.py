@@ -22,25 +22,12 @@ import pytest
 from MotorBandSignLib import cli, io, outputs
 from MotorBandSignLib.errors import InputError
 from MotorBandSignLib.volume import Volume
-
-SHAPE = (32, 40, 40)
+from phantoms.small_head import small_head
 
 
 def _case(d: Path) -> dict:
     """magnitude, phase (radians) and ribbon (labels 1..4) files of a small synthetic head."""
-    rng = np.random.default_rng(0)
-    k, j, i = np.indices(SHAPE)
-    r = np.sqrt((k - 16.0) ** 2 + (j - 20.0) ** 2 + (i - 20.0) ** 2)
-    mag = np.abs(np.where(r < 14, 100.0, 2.0) + rng.normal(0, 1, SHAPE)).astype(np.float32)
-    phase = rng.uniform(-0.1, 0.1, SHAPE).astype(np.float32)
-    rib = np.zeros(SHAPE, np.uint8)
-    shell = (r > 10) & (r < 13) & (k > 16)
-    rib[shell & (i < 20) & (j < 20)] = 1
-    rib[shell & (i >= 20) & (j < 20)] = 2
-    rib[shell & (i < 20) & (j >= 20)] = 3
-    rib[shell & (i >= 20) & (j >= 20)] = 4
-    aff = np.diag([2.0, 2.0, 2.0, 1.0])
-    aff[:3, 3] = (-40.0, -40.0, -32.0)
+    mag, phase, rib, aff = small_head(seed=0)
     v = Volume(mag, aff, "magnitude")
     return {"magnitude": io.write_volume(v, d / "magnitude.nii.gz"),
             "phase": io.write_volume(v, d / "phase.nii.gz", phase),

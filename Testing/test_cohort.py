@@ -23,8 +23,8 @@ from MotorBandSignLib import cli, cohort, cohort_report, io
 from MotorBandSignLib.errors import InputError
 from MotorBandSignLib.params import Parameters
 from MotorBandSignLib.volume import Volume
+from phantoms.small_head import small_head
 
-SHAPE = (32, 40, 40)
 #: Darkening of the left bank in the "ALS" cases: bank / control ratio about 0.7 (< the default band ratio, 0.852).
 BAND_FACTOR = 0.7
 PARAMS = Parameters(phase_units="radians")
@@ -35,23 +35,10 @@ SUBJECTS = {"sub-01": ("ALS", 61, True), "sub-02": ("control", 58, False), "sub-
 def _write_case(d: Path, seed: int, band: bool) -> dict:
     """magnitude, phase (radians) and ribbon (1/2 left/right bank, 3/4 control) of a small head."""
     d.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    k, j, i = np.indices(SHAPE)
-    r = np.sqrt((k - 16.0) ** 2 + (j - 20.0) ** 2 + (i - 20.0) ** 2)
-    mag = np.abs(np.where(r < 14, 100.0, 2.0) + rng.normal(0, 1, SHAPE))
-    rib = np.zeros(SHAPE, np.uint8)
-    shell = (r > 10) & (r < 13) & (k > 16)
-    rib[shell & (i < 20) & (j < 20)] = 1
-    rib[shell & (i >= 20) & (j < 20)] = 2
-    rib[shell & (i < 20) & (j >= 20)] = 3
-    rib[shell & (i >= 20) & (j >= 20)] = 4
-    if band:
-        mag[rib == 1] *= BAND_FACTOR
-    aff = np.diag([2.0, 2.0, 2.0, 1.0])
-    aff[:3, 3] = (-40.0, -40.0, -32.0)
-    v = Volume(mag.astype(np.float32), aff, "magnitude")
+    mag, phase, rib, aff = small_head(seed, BAND_FACTOR if band else None)
+    v = Volume(mag, aff, "magnitude")
     return {"magnitude": io.write_volume(v, d / "magnitude.nii.gz"),
-            "phase": io.write_volume(v, d / "phase.nii.gz", rng.uniform(-0.1, 0.1, SHAPE).astype(np.float32)),
+            "phase": io.write_volume(v, d / "phase.nii.gz", phase),
             "ribbon": io.write_volume(v, d / "ribbon.nii.gz", rib)}
 
 
