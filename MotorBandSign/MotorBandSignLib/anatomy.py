@@ -410,6 +410,11 @@ FREESURFER_PRESET = {
 #: Cortical grey matter in aparc+aseg/SynthSeg: every ctx-lh-*/ctx-rh-* label, and the plain
 #: cerebral cortex labels 3/42 (SynthSeg without --parc).
 _FS_CORTEX = list(range(1000, 1036)) + list(range(2000, 2036)) + [3, 42]
+#: Cerebral white matter in aseg/aparc+aseg/wmparc and SynthSeg (FreeSurferColorLUT): 2/41 cerebral
+#: white matter, 77-79 WM hypointensities, 3000-3035/4000-4035 wmparc's gyral white matter, 5001/5002
+#: unsegmented white matter. The parcellation route places the bank with it
+#: (:func:`ribbon.parcellation_bank`).
+_FS_WHITE = [2, 41, 77, 78, 79, 5001, 5002] + list(range(3000, 3036)) + list(range(4000, 4036))
 PRESETS = {"freesurfer": FREESURFER_PRESET, "synthseg": FREESURFER_PRESET}
 
 _FRONTAL_WORDS = ("superiorfrontal", "caudalmiddlefrontal", "rostralmiddlefrontal", "parsopercularis",
@@ -476,12 +481,23 @@ def read_label_table(table) -> dict:
     return out
 
 
+def _is_white(name: str) -> bool:
+    """Whether a label name denotes cerebral white matter ("Left-Cerebral-White-Matter", "wm-lh-...")."""
+    n = name.lower()
+    if "cerebell" in n:
+        return False
+    return "white" in n or bool(re.match(r"^(wm|left_wm|right_wm)[-_]", n)) or "unsegmentedwhite" in n
+
+
 def _table_to_groups(table: dict) -> tuple[dict, list]:
-    """{name: value} -> ({region key: [values]}, cortex values)."""
+    """{name: value} -> ({region key: [values]} incl. "white_matter", cortex values)."""
     groups: dict = {}
     cortex = []
     for name, value in table.items():
         key = name.lower()
+        if _is_white(name):
+            groups.setdefault("white_matter", []).append(value)
+            continue
         if key in templates.REGION_LABELS:
             groups.setdefault(key, []).append(value)
             if not any(w in key for w in ("deep", "thalamus")):
@@ -530,10 +546,11 @@ def import_parcellation(parcellation: Volume, magnitude: Volume, brain_mask: Vol
         return Anatomy(lab, gm, brain_mask, None, [], "segmentation")
     if isinstance(table, str) and table.lower() in PRESETS:
         groups = PRESETS[table.lower()]
-        cortex = _FS_CORTEX
+        cortex, white = _FS_CORTEX, _FS_WHITE
         table_name = table.lower()
     else:
         groups, cortex = _table_to_groups(read_label_table(table))
+        white = groups.pop("white_matter", [])
         table_name = "user table"
     out = np.zeros(magnitude.shape, np.uint8)
     for key, values in groups.items():
@@ -554,8 +571,10 @@ def import_parcellation(parcellation: Volume, magnitude: Volume, brain_mask: Vol
     cortex_mask = np.isin(res, cortex) | np.isin(out, [1, 2, 3, 4, 5, 6, 7, 8])
     gm = ndimage.gaussian_filter(cortex_mask.astype(np.float32), 0.5 / magnitude.spacing_kji.clip(0.1))
     gm = np.where(cortex_mask, np.maximum(gm, 0.5), gm).astype(np.float32)
+    wm = np.isin(res, white) & ~cortex_mask
     anat = Anatomy(magnitude.with_array(out, "regions (parcellation)"),
                    magnitude.with_array(gm.clip(0, 1), "GM probability (parcellation)"),
-                   brain_mask, None, warnings, "parcellation")
+                   brain_mask, None, warnings, "parcellation",
+                   wm_prob=magnitude.with_array(wm.astype(np.float32), "white matter (parcellation)") if wm.any() else None)
     anat.info["label_table"] = table_name
     return anat
