@@ -560,7 +560,7 @@ def _plain(v) -> str:
     return str(v)
 
 
-QC_NAMED = (("phase_units_detected", "Phase units detected"), ("handedness", "Phase handedness"),
+QC_NAMED = (("input_detected", "Input (what the headers said)"), ("phase_units_detected", "Phase units detected"), ("handedness", "Phase handedness"),
             ("snr_estimate", "SNR estimate (brain median / background noise)"),
             ("registration_quality", "Registration quality"), ("localisation", "Localisation source"))
 
