@@ -271,3 +271,56 @@ def test_vendor_swi_file_with_a_projection_sidecar_is_refused(case, tmp_path, ca
     (tmp_path / "sub-01_minIP.json").write_text(json.dumps({"ImageType": ["DERIVED", "PRIMARY", "MNIP"]}))
     code, msg = _cli(capsys, "run", "--swi", p, "--out", tmp_path / "out")
     assert code == 2 and "is a minimum-intensity projection (its sidecar sub-01_minIP.json says" in msg
+
+
+def test_scanner_swi_images_inside_the_series_and_a_t1_beside_it_are_left_out(case, tmp_path):
+    """A Philips-like series holding magnitude, phase and the scanner's SWI images keeps the first
+    two; a T1 on the same frame of reference is listed as not part of the acquisition."""
+    d = tmp_path / "in"
+    write_vendor_export(d, "philips", case["mag"], case["phase"], case["aff"], series_base=4)
+    philips_uid = dicom_in.index_folder(d)[0].uid
+    write_series(d, np.round(case["mag"]).astype(np.int32), case["aff"], series_number=4, description="SWIp",
+                 series_uid=philips_uid, image_type=("DERIVED", "PRIMARY", "SWI", "M"), manufacturer="Philips",
+                 first_instance=3001)
+    write_series(d, np.round(case["mag"][:20]).astype(np.int32), case["aff"], series_number=2,
+                 description="t1_mprage", image_type=("ORIGINAL", "PRIMARY", "M", "ND"), manufacturer="Philips",
+                 echo_time_ms=2.5)
+    acq = dicom_in.read_dicom_folder(d)
+    used = acq.provenance["series_used"]
+    assert [(s["series_number"], s["role"], s["ignored"]) for s in used] == [
+        (4, "magnitude + phase", "32 image(s) of type swi ignored")]
+    assert [(s["series_number"], s["reason"]) for s in acq.provenance["skipped"]] == [
+        (2, "not part of the acquisition used (magnitude, TE 2.5 ms)")]
+    assert acq.magnitude.array.shape == (32, 40, 40) and acq.phase_units == "radians"
+
+
+@pytest.mark.parametrize("slope, intercept, bits, rtype, expected", [
+    (2.0, -4096.0, 12, None, ("siemens", 1.0)),
+    (1.0, 0.0, 12, None, ("siemens", 1.0)),
+    (1.53455, -3142.0, 12, None, ("radians", 1e-3)),       # Philips milliradians without Rescale Type
+    (1.0, -3142.0, 12, "mrad", ("radians", 1e-3)),
+    (2 * np.pi / 4096, -np.pi, 12, None, ("radians", 1.0)),
+    (360 / 4096, -180.0, 12, None, ("degrees", 1.0)),
+    (1.0, 0.0, 16, None, ("auto", 1.0)),                   # nothing in the headers says: values decide
+])
+def test_phase_storage_from_the_rescale_of_the_stored_bits(slope, intercept, bits, rtype, expected):
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.RescaleSlope, ds.RescaleIntercept, ds.BitsStored = slope, intercept, bits
+    if rtype:
+        ds.RescaleType = rtype
+    units, scale, text = dicom_in.phase_storage(ds)
+    assert (units, scale) == expected
+    assert f"slope {slope:g}, intercept {intercept:g}, {bits} bits" in text
+
+
+def test_stated_phase_units_win_over_the_headers(case, exports):
+    from MotorBandSignLib.acquisition import settle_parameters
+    from MotorBandSignLib.params import Parameters
+
+    acq = dicom_in.read_dicom_folder(exports["siemens"] / "DICOM")
+    p = settle_parameters(acq, Parameters(), phase_units_given="rescale", handedness_given=None)
+    assert (p.phase_units, p.handedness, p.echo_times) == ("rescale", "right", ())
+    assert acq.provenance["phase_units"] == "rescale, stated (--phase-units); the headers said siemens"
+    assert "phase: Siemens 12-bit integers" in acq.provenance["summary"]

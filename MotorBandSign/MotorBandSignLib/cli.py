@@ -1,6 +1,8 @@
 """The ``motorband`` command (also ``python -m MotorBandSignLib``).
 
     motorband run --magnitude M --phase P --out DIR [options]   whole pipeline on one case
+    motorband run --dicom EXPORT | --bids DS --subject L | --swi SWI --out DIR [options]
+                                                                 the same from scanner data (dicom_in, bids_in)
     motorband measure --out DIR --ribbon EDITED.seg.nrrd         re-measure with a corrected ribbon
     motorband cohort --manifest CASES.csv --out OUT [--workers N] [--scheduler ADDR] [--retry-failed]
                                                                  every case of a cohort (see cohort.py)

@@ -96,6 +96,8 @@ class Series:
     skipped: str | None = None
     #: "swi" (the scanner's SWI), "projection" (mIP/MIP) or None.
     derived: str | None = None
+    #: Images of the series left out (another kind than the magnitude / phase / real / imaginary kept).
+    ignored: str | None = None
 
     @property
     def name(self) -> str:
@@ -104,7 +106,8 @@ class Series:
 
     def record(self) -> dict:
         return {"series_number": self.number, "series_uid": self.uid, "description": self.description,
-                "files": len(self.files), **({"reason": self.skipped} if self.skipped else {})}
+                "files": len(self.files), **({"reason": self.skipped} if self.skipped else {}),
+                **({"ignored": self.ignored} if self.ignored else {})}
 
 
 # ------------------------------------------------------------------------------------------
@@ -229,23 +232,36 @@ def _classify(s: Series) -> None:
     if _is_localiser(ds, s.description):
         s.skipped = "localiser"
         return
-    s.derived = _derived_kind(ds, s.description)
-    if s.derived == "projection":
-        s.skipped = "minimum/maximum-intensity projection (derived)"
-        return
-    if s.derived == "swi":
-        s.skipped = "the scanner's SWI (derived; use --swi to run on it)"
-        return
+    # A derived series named as a projection / SWI is one as a whole; otherwise each image's
+    # type decides (Philips and GE may put the scanner's SWI beside magnitude and phase).
+    if _image_type(ds)[:1] == ["DERIVED"]:
+        s.derived = _derived_kind(ds, s.description)
     stacks: dict = {}
-    for path, d in s.files:
-        comp = _component(d)
-        if comp is None:
-            s.skipped = (f"image type {'/'.join(_image_type(d)) or 'not given'}: not a magnitude, phase, real or "
-                         "imaginary image")
-            return
-        te = _float(d, "EchoTime")
-        key = (comp, None if te is None else round(te, 3))
-        stacks.setdefault(key, Stack(s, comp, key[1])).files.append((path, d))
+    other: dict = {}
+    if s.derived is None:
+        for path, d in s.files:
+            kind = _derived_kind(d, "")
+            comp = None if kind else _component(d)
+            if comp is None:
+                label = kind or "/".join(_image_type(d)) or "image type not given"
+                other.setdefault(label, []).append(path)
+                continue
+            te = _float(d, "EchoTime")
+            key = (comp, None if te is None else round(te, 3))
+            stacks.setdefault(key, Stack(s, comp, key[1])).files.append((path, d))
+    if not stacks:
+        s.derived = s.derived or (next(iter(other)) if len(other) == 1 and next(iter(other)) in
+                                  ("projection", "swi") else None)
+        if s.derived == "projection":
+            s.skipped = "minimum/maximum-intensity projection (derived)"
+        elif s.derived == "swi":
+            s.skipped = "the scanner's SWI (derived; use --swi to run on it)"
+        else:
+            s.skipped = (f"image type {', '.join(other) or 'not given'}: not a magnitude, phase, real or imaginary "
+                         "image")
+        return
+    if other:
+        s.ignored = "; ".join(f"{len(v)} image(s) of type {k} ignored" for k, v in other.items())
     s.stacks = sorted(stacks.values(), key=lambda st: ("MPRI".index(st.component), st.echo_time_ms or 0.0))
 
 
@@ -318,8 +334,24 @@ def _candidates(series: list[Series]) -> tuple[list, list]:
                 built.append(current)
             current.stacks.extend(mine)
         for c in built:
-            (complete if c.complete() else partial).append(c)
+            for part in _split_strays(c):
+                (complete if part.complete() else partial).append(part)
     return complete, partial
+
+
+def _split_strays(c: _Candidate) -> list:
+    """Series none of whose echoes is complete in ``c`` (a T1 on the same grid beside the GRE)
+    form their own (incomplete) candidate."""
+    slots = c.slots()
+    good = {te for te in c.echo_times() if {(MAGNITUDE, te), (PHASE, te)} <= slots
+            or {(REAL, te), (IMAG, te)} <= slots}
+    if not good or c.complete():
+        return [c]
+    strays = [s for s in c.series if not any(st.echo_time_ms in good for st in c.stacks if st.series is s)]
+    if not strays:
+        return [c]
+    return [_Candidate([st for st in c.stacks if st.series not in strays]),
+            _Candidate([st for st in c.stacks if st.series in strays])]
 
 
 def _select(series: list[Series], uids, numbers) -> list[Series]:
@@ -636,7 +668,9 @@ def read_dicom_folder(folder, *, series_uids=(), series_numbers=()) -> Acquisiti
             "series_used": [dict(s.record(), role=" + ".join(sorted({COMPONENT_NAMES[st.component]
                                                                      for st in s.stacks if st in stacks})))
                             for s in cand.series],
-            "skipped": [s.record() for s in series if s not in cand.series],
+            "skipped": [s.record() if s.skipped else dict(s.record(), reason="not part of the acquisition used ("
+                        + " + ".join(st.label for st in s.stacks) + ")")
+                        for s in series if s not in cand.series],
             "handedness_reason": why}
     acq = Acquisition(magnitude=mag, phase=pha, real=real, imag=imag, handedness=hand, provenance=prov)
     acq.echo_times = tuple(prov["echo_times_s"] or ())
