@@ -122,6 +122,10 @@ def test_vendor_export_scores_as_nifti_radians(vendor, case, reference, exports)
     if vendor == "siemens":
         assert [(s["series_number"], s["role"]) for s in inp["series_used"]] == [(5, "magnitude"), (6, "phase")]
         assert [(s["series_number"], s["reason"]) for s in inp["skipped"]] == [(1, "localiser")]
+        assert ("series used: 5 't2_swi_tra' (magnitude), 6 't2_swi_tra' (phase); skipped: 1 'localizer' "
+                "(localiser)") in report.replace("&#x27;", "'")
+    if vendor == "ge":
+        assert [(s["series_number"], s["role"]) for s in inp["series_used"]] == [(5, "real + imaginary")]
 
 
 def test_stated_handedness_overrides_the_headers_and_changes_the_scores(case, reference, exports, tmp_path):
@@ -132,6 +136,16 @@ def test_stated_handedness_overrides_the_headers_and_changes_the_scores(case, re
     assert m["parameters"]["handedness"] == "right"
     assert m["qc"]["input"]["handedness"].startswith("right, stated (--handedness); the headers said left")
     assert m["hemispheres"]["left"]["band_contrast"] - reference["hemispheres"]["left"]["band_contrast"] > 0.05
+
+
+def test_multi_echo_export_runs_with_the_echo_times_of_the_headers(case, tmp_path):
+    tes = (10.0, 20.0)
+    write_vendor_export(tmp_path / "in", "siemens", np.stack([case["mag"], case["mag"] * 0.8]),
+                        np.stack([case["phase"] * (te / 20.0) for te in tes]), case["aff"], echo_times_ms=tes)
+    m = _run(tmp_path / "out", "--dicom", tmp_path / "in", ribbon=case["files"]["ribbon"])
+    assert m["parameters"]["echo_times"] == [0.01, 0.02] and m["qc"]["input"]["echo_times_from"] == "headers"
+    assert m["qc"]["n_echoes"] == 2 and m["qc"]["echo_times"] == [0.01, 0.02]
+    assert m["pattern"] == "left"
 
 
 def test_multi_echo_series_assemble_by_echo_time(case, tmp_path):
@@ -161,6 +175,12 @@ def test_geometry_is_the_affine_of_an_oblique_sagittal_export(case, tmp_path):
     acq = dicom_in.read_dicom_folder(tmp_path)
     assert np.allclose(acq.magnitude.ijk_to_ras, aff, atol=1e-4)
     assert np.array_equal(acq.magnitude.array, stored)
+    # the same series alone, read by ITK's GDCM series reader (io.read_volume, as Slicer reads it)
+    write_series(tmp_path / "alone", stored, aff, series_number=3, description="mag", manufacturer="SIEMENS",
+                 image_type=("ORIGINAL", "PRIMARY", "M", "ND"))
+    itk = io.read_volume(tmp_path / "alone")
+    assert np.allclose(itk.ijk_to_ras, acq.magnitude.ijk_to_ras, atol=1e-4)
+    assert np.array_equal(itk.array, acq.magnitude.array)
 
 
 # ------------------------------------------------------------------------------------------

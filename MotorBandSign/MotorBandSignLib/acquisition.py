@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import InputError
 from .params import Parameters
@@ -144,8 +145,17 @@ def summary(prov: dict) -> str:
         parts.append(f"{prov['field_strength_t']:g} T")
     if prov.get("manufacturer"):
         parts.append(prov["manufacturer"])
-    if prov.get("skipped"):
-        parts.append(f"{len(prov['skipped'])} other series skipped")
+    used = prov.get("series_used") or []
+    if used:
+        parts.append("series used: " + ", ".join(f"{s['series_number']} '{s['description']}' ({s['role']})"
+                                                 for s in used))
+    elif prov.get("files_used"):
+        parts.append("files used: " + ", ".join(Path(f).name for f in prov["files_used"]))
+    skipped = prov.get("skipped") or []
+    if skipped:
+        parts.append("skipped: " + ", ".join(
+            f"{s['series_number']} '{s['description']}' ({s.get('reason', '')})" if isinstance(s, dict) else str(s)
+            for s in skipped))
     return "; ".join(p for p in parts if p)
 
 

@@ -665,8 +665,8 @@ def read_dicom_folder(folder, *, series_uids=(), series_numbers=()) -> Acquisiti
     hand, why = handedness_from_manufacturer(facts["manufacturer"])
     prov = {"source": f"DICOM folder {root}", **facts,
             "echo_times_s": [t / 1000.0 for t in tes if t is not None] or None,
-            "series_used": [dict(s.record(), role=" + ".join(sorted({COMPONENT_NAMES[st.component]
-                                                                     for st in s.stacks if st in stacks})))
+            "series_used": [dict(s.record(), role=" + ".join(COMPONENT_NAMES[c] for c in "MPRI" if any(
+                                st.component == c for st in s.stacks if st in stacks)))
                             for s in cand.series],
             "skipped": [s.record() if s.skipped else dict(s.record(), reason="not part of the acquisition used ("
                         + " + ".join(st.label for st in s.stacks) + ")")
