@@ -80,6 +80,12 @@ def exports(case, tmp_path_factory):
         write_vendor_export(d / vendor / "DICOM", vendor, case["mag"], case["phase"], case["aff"])
         out[vendor] = d / vendor
     write_localiser(d / "siemens" / "DICOM" / "loc")
+    # the scanner's SWI and its mIP beside magnitude and phase, as a Siemens SWI protocol exports them
+    swi = np.round(case["mag"]).astype(np.int32)
+    write_series(d / "siemens" / "DICOM" / "swi", swi, case["aff"], series_number=7, description="SWI_Images",
+                 image_type=("DERIVED", "PRIMARY", "M", "SWI", "NORM"), manufacturer="SIEMENS")
+    write_series(d / "siemens" / "DICOM" / "mip", swi, case["aff"], series_number=8, description="mIP_Images(SW)",
+                 image_type=("DERIVED", "PRIMARY", "MNIP", "M"), manufacturer="SIEMENS")
     (d / "siemens" / "DICOM" / "README.txt").write_text("not a DICOM file")
     return out
 
@@ -121,9 +127,11 @@ def test_vendor_export_scores_as_nifti_radians(vendor, case, reference, exports)
     assert storage in report.replace("&#x27;", "'") and hand.split(" (")[0] in report.replace("&#x27;", "'")
     if vendor == "siemens":
         assert [(s["series_number"], s["role"]) for s in inp["series_used"]] == [(5, "magnitude"), (6, "phase")]
-        assert [(s["series_number"], s["reason"]) for s in inp["skipped"]] == [(1, "localiser")]
+        assert [(s["series_number"], s["reason"]) for s in inp["skipped"]] == [
+            (1, "localiser"), (7, "the scanner's SWI (derived; use --swi to run on it)"),
+            (8, "minimum/maximum-intensity projection (derived)")]
         assert ("series used: 5 't2_swi_tra' (magnitude), 6 't2_swi_tra' (phase); skipped: 1 'localizer' "
-                "(localiser)") in report.replace("&#x27;", "'")
+                "(localiser), 7 'SWI_Images' (the scanner's SWI") in report.replace("&#x27;", "'")
     if vendor == "ge":
         assert [(s["series_number"], s["role"]) for s in inp["series_used"]] == [(5, "real + imaginary")]
 

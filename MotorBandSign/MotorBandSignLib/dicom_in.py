@@ -164,8 +164,7 @@ def _float(ds, name: str, default=None):
 
 
 def _derived_kind(ds, description: str) -> str | None:
-    words = " ".join(_image_type(ds))
-    if any(w in _image_type(ds) or w in words for w in _PROJECTION_WORDS) or _PROJECTION_DESCRIPTION.search(description):
+    if any(w in _image_type(ds) for w in _PROJECTION_WORDS) or _PROJECTION_DESCRIPTION.search(description):
         return "projection"
     if any(w in _image_type(ds) for w in _SWI_WORDS) or (
             _image_type(ds)[:1] == ["DERIVED"] and _SWI_DESCRIPTION.search(description)):
