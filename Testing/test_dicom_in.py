@@ -352,3 +352,23 @@ def test_stated_phase_units_win_over_the_headers(case, exports):
     assert (p.phase_units, p.handedness, p.echo_times) == ("rescale", "right", ())
     assert acq.provenance["phase_units"] == "rescale, stated (--phase-units); the headers said siemens"
     assert "phase: Siemens 12-bit integers" in acq.provenance["summary"]
+
+
+@pytest.mark.slow
+def test_vendor_swi_alone_is_localised_and_called_on_a_simulated_brain():
+    """The whole route on the scanner's SWI only (no ribbon given): brain mask, registration and
+    atlas localisation on the SWI, then heatmap and verdict. The "vendor" SWI is this package's
+    SWI of the "left" phantom, stored without its phase. (Reduced form, by default: the
+    small-head vendor SWI test above, with a given ribbon.)"""
+    from MotorBandSignLib import phase as phase_mod, pipeline, swi as swi_mod
+    from MotorBandSignLib.params import Parameters
+    from phantoms import simulate as phantom
+
+    case = phantom.fixture("left")
+    rad, _, _ = phase_mod.to_radians(case.phase.array, "auto")
+    swi = case.magnitude.with_array(swi_mod.compute_swi(case.magnitude.array, rad, case.magnitude.spacing_kji).swi,
+                                    "vendor SWI")
+    res = pipeline.run(pipeline.Inputs(magnitude=None, swi=swi), Parameters(localisation="atlas"))
+    assert res.qc["phase_processing"] == VENDOR_SWI_NOTE
+    assert res.metrics["pattern"] == case.expected_pattern == "left"
+    assert res.metrics["hemispheres"]["left"]["band_present"] and not res.metrics["hemispheres"]["right"]["band_present"]
