@@ -1,6 +1,8 @@
 """The ``motorband`` command (also ``python -m MotorBandSignLib``).
 
     motorband run --magnitude M --phase P --out DIR [options]   whole pipeline on one case
+    motorband run --dicom EXPORT | --bids DS --subject L | --swi SWI --out DIR [options]
+                                                                 the same from scanner data (dicom_in, bids_in)
     motorband measure --out DIR --ribbon EDITED.seg.nrrd         re-measure with a corrected ribbon
     motorband cohort --manifest CASES.csv --out OUT [--workers N] [--scheduler ADDR] [--retry-failed]
                                                                  every case of a cohort (see cohort.py)
@@ -66,11 +68,14 @@ class TerminalProgress:
 
 def _add_parameter_args(r) -> None:
     """The flags of Parameters (and --no-scene), shared by `run` and `cohort`."""
-    r.add_argument("--phase-units", default="auto", choices=list(PHASE_UNITS),
-                   help="how the phase is stored: auto (detect), radians, degrees, siemens (integers 0..4095 or "
-                        "-4096..4095), rescale (map the range found linearly to -pi..pi)")
-    r.add_argument("--handedness", default="right", choices=["right", "left"],
-                   help="phase sign convention: right (Siemens, Philips; default) or left (GE)")
+    # Defaults None: `run --dicom/--bids` can tell a stated value (it wins) from the headers' one.
+    r.add_argument("--phase-units", choices=list(PHASE_UNITS),
+                   help="how the phase is stored: auto (detect; default), radians, degrees, siemens (integers "
+                        "0..4095 or -4096..4095), rescale (map the range found linearly to -pi..pi); with --dicom / "
+                        "--bids the headers decide unless this is given")
+    r.add_argument("--handedness", choices=["right", "left"],
+                   help="phase sign convention: right (Siemens, Philips; default) or left (GE); with --dicom / "
+                        "--bids the Manufacturer decides unless this is given")
     r.add_argument("--te", type=float, nargs="+", default=[], metavar="SECONDS", help="echo time(s) in seconds")
     r.add_argument("--labels", help="label preset for --parcellation: freesurfer, synthseg, or a label table file")
     r.add_argument("--highpass", choices=["homodyne", "unwrap"])
@@ -93,7 +98,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the whole pipeline on one case")
-    r.add_argument("--magnitude", required=True, help="magnitude image (NIfTI/NRRD/DICOM folder; 4D = echoes)")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--magnitude", help="magnitude image (NIfTI/NRRD/DICOM folder of one series; 4D = echoes)")
+    src.add_argument("--dicom", metavar="DIR", help="a DICOM export (any sub-folders, any number of series): the GRE "
+                                                    "magnitude + phase (or real + imaginary) series are found")
+    src.add_argument("--bids", metavar="DIR", help="a BIDS dataset: anat/*_part-mag_* with *_part-phase_* "
+                                                   "(T2starw, MEGRE, swi; echo-N) of --subject")
+    src.add_argument("--swi", metavar="FILE_OR_SERIES",
+                     help="the scanner's own SWI only (file or DICOM folder): no phase processing (marked so)")
+    r.add_argument("--series", action="append", default=[], metavar="UID",
+                   help="with --dicom / --swi: use this series (SeriesInstanceUID); repeat for several")
+    r.add_argument("--series-number", action="append", default=[], type=int, metavar="N",
+                   help="with --dicom / --swi: use the series with this SeriesNumber; repeat for several")
+    r.add_argument("--subject", help="with --bids: the subject label (01 or sub-01)")
+    r.add_argument("--session", help="with --bids: the session label, when the subject has sessions")
     r.add_argument("--phase", help="phase image, same grid as the magnitude")
     r.add_argument("--real", help="real part (instead of --phase, with --imag)")
     r.add_argument("--imag", help="imaginary part (instead of --phase, with --real)")
@@ -128,7 +146,7 @@ def _params_from_args(a):
     from .params import Parameters
 
     return Parameters(
-        phase_units=a.phase_units, handedness=a.handedness, echo_times=tuple(a.te), highpass=a.highpass,
+        phase_units=a.phase_units or "auto", handedness=a.handedness or "right", echo_times=tuple(a.te), highpass=a.highpass,
         mask_type=a.mask_type, mask_power=a.mask_power, mip_slab_mm=a.mip_slab_mm,
         localisation=a.localisation, bank_depth_mm=a.bank_depth_mm, z_threshold=a.z_threshold, band_ratio=a.band_ratio,
         region_band_ratio=a.region_band_ratio, labels=a.labels)
@@ -145,7 +163,8 @@ def _pattern_scope(metrics: dict) -> str:
 
 def _summary(result, out: Path) -> str:
     m = result.metrics
-    lines = [f"Pattern: {m['pattern']}" + _pattern_scope(m)
+    detected = (m.get("qc") or {}).get("input_detected")
+    lines = ([f"Input: {detected}"] if detected else []) + [f"Pattern: {m['pattern']}" + _pattern_scope(m)
              + ("  (control cortex diffusely dark: nonspecific)" if m.get("nonspecific_diffuse") else "")]
     for side in ("left", "right"):
         h = m["hemispheres"][side]
@@ -162,12 +181,58 @@ def _summary(result, out: Path) -> str:
     return "\n".join(lines)
 
 
+def _scanner_inputs(a, params):
+    """Inputs and settled Parameters from --dicom / --bids / --swi (the readers decide; flags win)."""
+    from . import acquisition, io, outputs, pipeline
+
+    if a.bids:
+        from . import bids_in
+
+        acq = bids_in.read_bids(a.bids, a.subject, a.session)
+    else:
+        from . import dicom_in
+
+        read = dicom_in.read_vendor_swi if a.swi else dicom_in.read_dicom_folder
+        acq = read(a.dicom or a.swi, series_uids=a.series, series_numbers=a.series_number)
+    params = acquisition.settle_parameters(acq, params, phase_units_given=a.phase_units,
+                                           handedness_given=a.handedness)
+    inputs = pipeline.Inputs(magnitude=acq.magnitude, phase=acq.phase, real=acq.real, imag=acq.imag, swi=acq.swi,
+                             provenance=acq.provenance)
+    ref = acq.magnitude if acq.magnitude is not None else acq.swi
+    ref = ref if ref.array.ndim == 3 else ref.with_array(ref.array[0])
+    if a.t1:
+        inputs.t1 = io.read_volume(a.t1, what="T1 image")
+    if a.parcellation:
+        inputs.parcellation = io.read_volume(a.parcellation, what="parcellation")
+    if a.ribbon:
+        inputs.ribbon = outputs.read_ribbon(a.ribbon, ref)
+    return inputs, params
+
+
 def cmd_run(a) -> int:
     from . import io, outputs, pipeline
 
     params = _params_from_args(a)
     params.validate()
-    outputs.check_output_dir(a.out, [a.magnitude, a.phase, a.real, a.imag, a.t1, a.parcellation, a.ribbon])
+    scanner = a.dicom or a.bids or a.swi
+    outputs.check_output_dir(a.out, [a.magnitude, a.phase, a.real, a.imag, a.t1, a.parcellation, a.ribbon, scanner])
+    if (a.series or a.series_number) and not (a.dicom or a.swi):
+        raise InputError("--series / --series-number pick a DICOM series: use them with --dicom DIR or --swi DIR.")
+    if bool(a.bids) != bool(a.subject) or (a.session and not a.bids):
+        raise InputError("--bids DIR and --subject LABEL go together (--session S optional): e.g. --bids ds "
+                         "--subject 01.")
+    if scanner and (a.phase or a.real or a.imag):
+        raise InputError("--phase / --real / --imag go with --magnitude; --dicom, --bids and --swi find them.")
+    if a.parcellation and not a.labels:
+        raise InputError("--parcellation needs --labels freesurfer|synthseg|TABLE to say what its numbers mean.")
+    if scanner:
+        with outputs.output_lock(a.out):
+            inputs, params = _scanner_inputs(a, params)
+            progress = TerminalProgress()
+            result = pipeline.run(inputs, params, progress=progress)
+            outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress)
+        print(_summary(result, Path(a.out)))
+        return EXIT_OK
     with outputs.output_lock(a.out):
         mag = io.read_volume(a.magnitude, what="magnitude image", allow_4d=True)
         if mag.array.ndim == 4 and mag.array.shape[0] == 1:

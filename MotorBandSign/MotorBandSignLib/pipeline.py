@@ -64,6 +64,11 @@ class Inputs:
     ribbon: Volume | None = None
     brain_mask: Volume | None = None
     hand_knob_ras: dict | None = None
+    #: The scanner's own SWI instead of phase (``magnitude`` optional): the phase steps are
+    #: skipped and the run is marked acquisition.VENDOR_SWI_NOTE.
+    swi: Volume | None = None
+    #: What the reader found in the headers (acquisition.Acquisition.provenance): metrics qc.input.
+    provenance: dict | None = None
 
 
 @dataclass
@@ -192,14 +197,14 @@ def _check(cancel):
 
 
 def _validate_inputs(inputs: Inputs) -> None:
-    mag = inputs.magnitude
+    mag = inputs.magnitude if inputs.magnitude is not None else inputs.swi
     if mag is None:
         raise InputError("no magnitude image given: pass the SWI/GRE magnitude volume.")
     if mag.array.ndim not in (3, 4):
         raise InputError(f"magnitude '{mag.name}' is {mag.array.ndim}D; expected a 3D volume (or 4D with echoes first).")
-    if inputs.phase is None and (inputs.real is None or inputs.imag is None):
+    if inputs.phase is None and (inputs.real is None or inputs.imag is None) and inputs.swi is None:
         raise InputError("no phase image given: pass the phase volume, or real and imaginary volumes.")
-    for other in (inputs.phase, inputs.real, inputs.imag):
+    for other in (inputs.phase, inputs.real, inputs.imag, inputs.swi):
         if other is not None:
             mag.require_same_grid(other)
             if other.array.shape != mag.array.shape:
@@ -241,6 +246,25 @@ def _phase_radians(inputs: Inputs, p: Parameters, warnings: list, qc: dict) -> n
         warnings.extend(w)
     qc["handedness"] = p.handedness
     return phase_mod.apply_handedness(rad, p.handedness)
+
+
+def _vendor_swi(swi: Volume, mag: Volume, p: Parameters, warnings: list):
+    """The scanner's SWI as the run's SWI (its mIP computed here; no phase, so the high-passed
+    phase is zero), marked acquisition.VENDOR_SWI_NOTE in the qc and the warnings."""
+    from . import swi as swi_mod
+    from .acquisition import VENDOR_SWI_NOTE
+
+    if swi.array.ndim != 3:
+        raise InputError(f"the vendor SWI '{swi.name}' is {swi.array.ndim}D; give one 3D SWI volume.")
+    img = np.maximum(swi.array.astype(np.float32), np.float32(0.0))
+    mip, n = swi_mod.minimum_intensity_projection(img, float(swi.spacing_kji[0]), p.mip_slab_mm)
+    warnings.append(f"Input is the scanner's SWI ({VENDOR_SWI_NOTE}): the phase mask, its high-pass and the "
+                    "phase units are the scanner's; phase_hp is empty.")
+    qc = {"phase_processing": VENDOR_SWI_NOTE, "mip_slab_mm": float(n * swi.spacing_kji[0]) if n > 1 else 0.0,
+          "mip_slices": int(n)}
+    magnitude = mag.array.astype(np.float32) if mag is not swi else img
+    return swi_mod.SWIResult(swi=img, mip=mip, phase_hp=np.zeros_like(img), magnitude=magnitude,
+                             signal_mask=img > 0, qc=qc)
 
 
 def estimate_snr(magnitude: np.ndarray, brain: np.ndarray, spacing_kji) -> float | None:
@@ -336,7 +360,10 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
     for given in (inputs.magnitude, inputs.phase, inputs.real, inputs.imag, inputs.t1, inputs.parcellation):
         if given is not None and given.meta.get("geometry_warning"):
             warnings.append(given.meta["geometry_warning"])
-    mag = inputs.magnitude
+    if inputs.provenance:
+        qc["input"] = inputs.provenance
+        qc["input_detected"] = inputs.provenance.get("summary")
+    mag = inputs.magnitude if inputs.magnitude is not None else inputs.swi
     multi = mag.array.ndim == 4
     if multi and len(p.echo_times) != mag.array.shape[0]:
         raise InputError(
@@ -346,16 +373,20 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
     if inputs.ribbon is None:
         _require_coverage(mag)
 
-    say(0.02, "Converting phase to radians")
-    rad = _phase_radians(inputs, p, warnings, qc)
-    step("phase")
-    _check(cancel)
+    if inputs.swi is not None:
+        say(0.08, "Vendor SWI: minimum intensity projection (no phase processing)")
+        sres = _vendor_swi(inputs.swi, mag, p, warnings)
+    else:
+        say(0.02, "Converting phase to radians")
+        rad = _phase_radians(inputs, p, warnings, qc)
+        step("phase")
+        _check(cancel)
 
-    say(0.08, "Computing SWI and minimum intensity projection")
-    sres = swi_mod.compute_swi(
-        mag.array, rad, mag.spacing_kji, echo_times=p.echo_times if multi else None, highpass=p.highpass,
-        homodyne_window=p.homodyne_window, unwrap_method=p.unwrap_method, gaussian_sigma_ijk=p.gaussian_sigma_ijk,
-        mask_type=p.mask_type, mask_power=p.mask_power, softplus=p.softplus, mip_slab_mm=p.mip_slab_mm)
+        say(0.08, "Computing SWI and minimum intensity projection")
+        sres = swi_mod.compute_swi(
+            mag.array, rad, mag.spacing_kji, echo_times=p.echo_times if multi else None, highpass=p.highpass,
+            homodyne_window=p.homodyne_window, unwrap_method=p.unwrap_method, gaussian_sigma_ijk=p.gaussian_sigma_ijk,
+            mask_type=p.mask_type, mask_power=p.mask_power, softplus=p.softplus, mip_slab_mm=p.mip_slab_mm)
     qc.update(sres.qc)
     grid = Volume(np.zeros(mag.shape, np.uint8), mag.ijk_to_ras, mag.name)
     swi_v = grid.with_array(sres.swi.astype(np.float32), "SWI")

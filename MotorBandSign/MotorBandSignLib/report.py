@@ -567,7 +567,10 @@ QC_NAMED = (("phase_units_detected", "Phase units detected"), ("handedness", "Ph
 
 def qc_html(qc: dict) -> str:
     qc = dict(qc or {})
-    items = [(label, qc.pop(key, None)) for key, label in QC_NAMED]
+    qc.pop("input", None)  # scanner input (dicom_in, bids_in): in full in metrics.json, its summary here
+    detected = qc.pop("input_detected", None)
+    items = ([("Input (what the headers said)", detected)] if detected else []) + \
+        [(label, qc.pop(key, None)) for key, label in QC_NAMED]
     for key in [k for k in qc if "residual" in k.lower()]:
         items.append((key.replace("_", " "), qc.pop(key)))
     items += [(k.replace("_", " "), v) for k, v in qc.items()]
