@@ -355,7 +355,8 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
     sres = swi_mod.compute_swi(
         mag.array, rad, mag.spacing_kji, echo_times=p.echo_times if multi else None, highpass=p.highpass,
         homodyne_window=p.homodyne_window, unwrap_method=p.unwrap_method, gaussian_sigma_ijk=p.gaussian_sigma_ijk,
-        mask_type=p.mask_type, mask_power=p.mask_power, softplus=p.softplus, mip_slab_mm=p.mip_slab_mm)
+        mask_type=p.mask_type, mask_power=p.mask_power, softplus=p.softplus, mip_slab_mm=p.mip_slab_mm,
+        ijk_to_ras=mag.ijk_to_ras)
     qc.update(sres.qc)
     grid = Volume(np.zeros(mag.shape, np.uint8), mag.ijk_to_ras, mag.name)
     swi_v = grid.with_array(sres.swi.astype(np.float32), "SWI")
