@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--t1", help="optional T1-weighted image on any grid, registered instead of the magnitude")
     r.add_argument("--parcellation", help="FreeSurfer/SynthSeg label volume to use instead of the atlas")
     r.add_argument("--ribbon", help="a ribbon segmentation (.seg.nrrd or labels 1..4) to use as is")
+    r.add_argument("--dicom-out", action="store_true",
+                   help="also write OUT/dicom/: ribbon as DICOM SEG, heatmap as Parametric Map, measurements as SR "
+                        "(TID 1500), referencing the DICOM series of the magnitude")
     _add_parameter_args(r)
 
     m = sub.add_parser("measure", help="re-measure an output directory with an edited ribbon")
@@ -181,6 +184,11 @@ def cmd_run(a) -> int:
             raise InputError(f"--te gives {len(a.te)} echo times but --magnitude {a.magnitude} holds one echo (3D): "
                              "give the multi-echo magnitude and phase as 4D files, or at most one --te.")
         multi = echoes > 1
+        dicom_sources = None
+        if a.dicom_out:
+            from .dicom_out import require_dicom_sources
+
+            dicom_sources = require_dicom_sources(mag.meta.get("dicom_files"), f"--magnitude {a.magnitude}")
         if a.phase and (a.real or a.imag):
             raise InputError("give either --phase or --real with --imag, not both.")
         if not a.phase and not (a.real and a.imag):
@@ -202,7 +210,8 @@ def cmd_run(a) -> int:
             inputs.ribbon = outputs.read_ribbon(a.ribbon, ref)
         progress = TerminalProgress()
         result = pipeline.run(inputs, params, progress=progress)
-        outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress)
+        outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress,
+                              dicom_sources=dicom_sources)
     print(_summary(result, Path(a.out)))
     return EXIT_OK
 
