@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dicom-out", action="store_true",
                    help="also write OUT/dicom/: ribbon as DICOM SEG, heatmap as Parametric Map, measurements as SR "
                         "(TID 1500), referencing the DICOM series of the magnitude")
+    r.add_argument("--bids-derivatives", metavar="DIR",
+                   help="also file the images under BIDS derivative names in the dataset DIR (e.g. "
+                        "bids/derivatives/motorbandsign); subject/session from --subject/--session or the input's name")
     _add_parameter_args(r)
 
     m = sub.add_parser("measure", help="re-measure an output directory with an edited ribbon")
@@ -165,6 +168,19 @@ def _summary(result, out: Path) -> str:
     return "\n".join(lines)
 
 
+def _bids_labels(a) -> tuple:
+    """(subject, session) for --bids-derivatives: the flags, else the sub-/ses- labels in the magnitude's path."""
+    from .bids_out import check_root, label_from_path
+
+    check_root(a.bids_derivatives)
+    sub = getattr(a, "subject", None) or label_from_path(a.magnitude, "sub")
+    ses = getattr(a, "session", None) or label_from_path(a.magnitude, "ses")
+    if not sub:
+        raise InputError(f"--bids-derivatives needs a subject label: the magnitude {a.magnitude} has no sub-<label> "
+                         "in its name. Give a BIDS-named input (sub-01_..._part-mag_...).")
+    return sub, ses
+
+
 def cmd_run(a) -> int:
     from . import io, outputs, pipeline
 
@@ -189,6 +205,7 @@ def cmd_run(a) -> int:
             from .dicom_out import require_dicom_sources
 
             dicom_sources = require_dicom_sources(mag.meta.get("dicom_files"), f"--magnitude {a.magnitude}")
+        bids = _bids_labels(a) if a.bids_derivatives else None
         if a.phase and (a.real or a.imag):
             raise InputError("give either --phase or --real with --imag, not both.")
         if not a.phase and not (a.real and a.imag):
@@ -212,6 +229,10 @@ def cmd_run(a) -> int:
         result = pipeline.run(inputs, params, progress=progress)
         outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress,
                               dicom_sources=dicom_sources)
+        if bids:
+            from .bids_out import write_derivatives
+
+            write_derivatives(result, a.bids_derivatives, *bids)
     print(_summary(result, Path(a.out)))
     return EXIT_OK
 
