@@ -119,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--t1", help="optional T1-weighted image on any grid, registered instead of the magnitude")
     r.add_argument("--parcellation", help="FreeSurfer/SynthSeg label volume to use instead of the atlas")
     r.add_argument("--ribbon", help="a ribbon segmentation (.seg.nrrd or labels 1..4) to use as is")
+    r.add_argument("--dicom-out", action="store_true",
+                   help="also write OUT/dicom/: ribbon as DICOM SEG, heatmap as Parametric Map, measurements as SR "
+                        "(TID 1500), referencing the DICOM series of the magnitude")
+    r.add_argument("--bids-derivatives", metavar="DIR",
+                   help="also file the images under BIDS derivative names in the dataset DIR (e.g. "
+                        "bids/derivatives/motorbandsign); subject/session from --subject/--session or the input's name")
     _add_parameter_args(r)
 
     m = sub.add_parser("measure", help="re-measure an output directory with an edited ribbon")
@@ -209,6 +215,20 @@ def _scanner_inputs(a, params):
     return inputs, params
 
 
+def _bids_labels(a) -> tuple:
+    """(subject, session) for --bids-derivatives: the flags, else the sub-/ses- labels in the magnitude's path."""
+    from .bids_out import check_root, label_from_path
+
+    check_root(a.bids_derivatives)
+    named = a.magnitude or a.dicom or a.swi
+    sub = getattr(a, "subject", None) or label_from_path(named, "sub")
+    ses = getattr(a, "session", None) or label_from_path(named, "ses")
+    if not sub:
+        raise InputError(f"--bids-derivatives needs a subject label: the input {named} has no sub-<label> "
+                         "in its name. Give --subject LABEL with --bids, or a BIDS-named input (sub-01_..._part-mag_...).")
+    return sub, ses
+
+
 def cmd_run(a) -> int:
     from . import io, outputs, pipeline
 
@@ -218,19 +238,32 @@ def cmd_run(a) -> int:
     outputs.check_output_dir(a.out, [a.magnitude, a.phase, a.real, a.imag, a.t1, a.parcellation, a.ribbon, scanner])
     if (a.series or a.series_number) and not (a.dicom or a.swi):
         raise InputError("--series / --series-number pick a DICOM series: use them with --dicom DIR or --swi DIR.")
-    if bool(a.bids) != bool(a.subject) or (a.session and not a.bids):
+    if (a.bids and not a.subject) or ((a.subject or a.session) and not (a.bids or a.bids_derivatives)):
         raise InputError("--bids DIR and --subject LABEL go together (--session S optional): e.g. --bids ds "
-                         "--subject 01.")
+                         "--subject 01; --subject / --session also name the subject of --bids-derivatives.")
     if scanner and (a.phase or a.real or a.imag):
         raise InputError("--phase / --real / --imag go with --magnitude; --dicom, --bids and --swi find them.")
     if a.parcellation and not a.labels:
         raise InputError("--parcellation needs --labels freesurfer|synthseg|TABLE to say what its numbers mean.")
     if scanner:
         with outputs.output_lock(a.out):
+            bids = _bids_labels(a) if a.bids_derivatives else None
             inputs, params = _scanner_inputs(a, params)
+            dicom_sources = None
+            if a.dicom_out:
+                from .dicom_out import require_dicom_sources
+
+                src = inputs.magnitude if inputs.magnitude is not None else inputs.swi
+                dicom_sources = require_dicom_sources(src.meta.get("dicom_files"), f"--{'bids' if a.bids else 'dicom'} "
+                                                      f"{scanner}")
             progress = TerminalProgress()
             result = pipeline.run(inputs, params, progress=progress)
-            outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress)
+            outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress,
+                                  dicom_sources=dicom_sources)
+            if bids:
+                from .bids_out import write_derivatives
+
+                write_derivatives(result, a.bids_derivatives, *bids)
         print(_summary(result, Path(a.out)))
         return EXIT_OK
     with outputs.output_lock(a.out):
@@ -246,6 +279,12 @@ def cmd_run(a) -> int:
             raise InputError(f"--te gives {len(a.te)} echo times but --magnitude {a.magnitude} holds one echo (3D): "
                              "give the multi-echo magnitude and phase as 4D files, or at most one --te.")
         multi = echoes > 1
+        dicom_sources = None
+        if a.dicom_out:
+            from .dicom_out import require_dicom_sources
+
+            dicom_sources = require_dicom_sources(mag.meta.get("dicom_files"), f"--magnitude {a.magnitude}")
+        bids = _bids_labels(a) if a.bids_derivatives else None
         if a.phase and (a.real or a.imag):
             raise InputError("give either --phase or --real with --imag, not both.")
         if not a.phase and not (a.real and a.imag):
@@ -267,7 +306,12 @@ def cmd_run(a) -> int:
             inputs.ribbon = outputs.read_ribbon(a.ribbon, ref)
         progress = TerminalProgress()
         result = pipeline.run(inputs, params, progress=progress)
-        outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress)
+        outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress,
+                              dicom_sources=dicom_sources)
+        if bids:
+            from .bids_out import write_derivatives
+
+            write_derivatives(result, a.bids_derivatives, *bids)
     print(_summary(result, Path(a.out)))
     return EXIT_OK
 

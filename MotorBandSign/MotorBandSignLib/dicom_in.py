@@ -527,7 +527,8 @@ def _read_stack(stack: Stack, files: list) -> Volume:
     else:
         m[:3, 2] = np.cross(iop[:3], iop[3:]) * (_float(first, "SliceThickness", 1.0) or 1.0)
     m[:3, 3] = p0
-    return Volume(data, LPS_TO_RAS @ m, name, {"series_uid": stack.series.uid, "series_number": stack.series.number})
+    return Volume(data, LPS_TO_RAS @ m, name, {"series_uid": stack.series.uid, "series_number": stack.series.number,
+                                               "dicom_files": [str(path) for path, _ in files]})
 
 
 def _read_component(stacks: list, component: str, echo_times: list) -> Volume | None:

@@ -231,7 +231,8 @@ def read_volume(path, *, what: str = "image", allow_4d: bool = False, name: str 
     Notes
     -----
     NIfTI files are checked first (:func:`check_nifti`: truncation, corruption, NaN / Inf).
-    Geometry is ITK's reading of the header, the same as Slicer's. When the qform and the sform
+    Geometry is ITK's reading of the header, the same as Slicer's. A DICOM series keeps the
+    paths of its files in ``meta["dicom_files"]`` (sorted along the slices). When the qform and the sform
     are both set and disagree, that reading is kept and a note naming the transform used is put
     in ``meta["geometry_warning"]`` (the pipeline lists it among the run's warnings). A
     non-finite or singular geometry is refused.
@@ -242,6 +243,7 @@ def read_volume(path, *, what: str = "image", allow_4d: bool = False, name: str 
     if not p.exists():
         raise InputError(f"{what}: file not found: {p}. Check the path (expected a NIfTI, NRRD or DICOM directory).")
     note = None
+    dicom_files = None
     try:
         if p.is_dir():
             reader = sitk.ImageSeriesReader()
@@ -250,7 +252,8 @@ def read_volume(path, *, what: str = "image", allow_4d: bool = False, name: str 
                 raise InputError(f"{what}: {p} is a directory without a DICOM series. Give a NIfTI/NRRD file or a DICOM series folder.")
             if len(ids) > 1:
                 raise InputError(f"{what}: {p} holds {len(ids)} DICOM series; put one series per folder.")
-            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), ids[0]))
+            dicom_files = list(reader.GetGDCMSeriesFileNames(str(p), ids[0]))
+            reader.SetFileNames(dicom_files)
             img = reader.Execute()
         else:
             note = check_nifti(p, what) if _suffix(p) in (".nii", ".nii.gz") else None
@@ -289,6 +292,8 @@ def read_volume(path, *, what: str = "image", allow_4d: bool = False, name: str 
     _refuse_bad_geometry(v, what, p)
     refuse_non_finite(v.array, what, p)  # NRRD, MetaImage and DICOM keep NaN / Inf as stored
     v.meta["path"] = str(p)
+    if dicom_files:  # provenance: the source series (DICOM outputs reference it)
+        v.meta["dicom_files"] = dicom_files
     _note_geometry(v, note)
     return v
 

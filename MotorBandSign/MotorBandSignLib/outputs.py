@@ -32,6 +32,8 @@ from .volume import Volume
 OUTPUT_FILES = ("swi.nii.gz", "mip.nii.gz", "phase_hp.nii.gz", "magnitude.nii.gz", "ribbon.nii.gz",
                 "regions.nii.gz", "ribbon.seg.nrrd", "heatmap.nii.gz", "heatmap_magnitude.nii.gz",
                 "state.npz", "report.html", "scene.mrb", "metrics.json")
+#: Folders of a result: ``dicom`` holds the DICOM SEG / Parametric Map / SR (``--dicom-out``).
+OUTPUT_DIRS = ("dicom",)
 
 
 def _json_default(o):
@@ -107,7 +109,7 @@ def check_output_dir(out_dir, inputs=(), *, flag: str = "--out", inputs_inside_o
             raise InputError(f"{flag} {given}: no permission to write in {d}. "
                              "Choose a folder you can write to (or change its permissions).")
     if real.is_dir():
-        clash = sorted(set(os.listdir(real)) & set(OUTPUT_FILES))
+        clash = sorted(set(os.listdir(real)) & set(OUTPUT_FILES + OUTPUT_DIRS))
         if clash and not _is_result_dir(real):
             raise InputError(
                 f"{flag} {given} already holds {', '.join(clash)}, not written by MotorBandSign (no metrics.json "
@@ -224,8 +226,12 @@ def _signals_held():
                 signal.raise_signal(caught[0])
 
 
-def write_outputs(result, out_dir, *, with_scene: bool = True, progress=None) -> Path:
+def write_outputs(result, out_dir, *, with_scene: bool = True, progress=None, dicom_sources=None) -> Path:
     """Write every output of ``result`` into ``out_dir`` (see OUTPUT_FILES); returns the path.
+
+    With ``dicom_sources`` (the source series' pydicom datasets or file paths), the folder
+    ``dicom/`` gets the ribbon, heatmap and measurements as DICOM SEG, Parametric Map and SR
+    (:mod:`MotorBandSignLib.dicom_out`), written with the rest, completely or not at all.
 
     The folder is checked first (:func:`check_output_dir`) and locked while written
     (:func:`output_lock`). An interrupt (SIGINT/SIGTERM turned into an exception) that comes
@@ -260,6 +266,11 @@ def write_outputs(result, out_dir, *, with_scene: bool = True, progress=None) ->
                 mrml.write_mrb(scene, tmp / "scene.mrb")
             say(0.6, "Writing the report")
             report.write_report(result, tmp / "report.html")
+            if dicom_sources is not None:
+                from . import dicom_out
+
+                say(0.8, "Writing DICOM SEG, Parametric Map and SR")
+                dicom_out.write_dicom_results(result, dicom_sources, tmp / "dicom")
             (tmp / "metrics.json").write_text(metrics_json(result), encoding="utf-8")
             try:
                 with _signals_held():
@@ -306,13 +317,19 @@ def _move_in(tmp: Path, out: Path) -> None:
     """Move the files of a complete result from ``tmp`` into ``out``, metrics.json last.
 
     A stale metrics.json goes first, so a half-moved folder never looks complete. Only
-    OUTPUT_FILES are replaced or removed (an earlier result's scene.mrb when this run writes
-    none); any other file in ``out`` is left alone.
+    OUTPUT_FILES and OUTPUT_DIRS are replaced or removed (an earlier result's scene.mrb or
+    dicom/ when this run writes none); any other file in ``out`` is left alone.
     """
     out.mkdir(parents=True, exist_ok=True)
     stale = out / "metrics.json"
     if stale.exists():
         stale.unlink()
+    for name in OUTPUT_DIRS:
+        src, dst = tmp / name, out / name
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        if src.exists():
+            os.replace(src, dst)
     for name in OUTPUT_FILES:
         src, dst = tmp / name, out / name
         if name == "metrics.json":

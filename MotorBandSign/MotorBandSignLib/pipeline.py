@@ -257,10 +257,11 @@ def _vendor_swi(swi: Volume, mag: Volume, p: Parameters, warnings: list):
     if swi.array.ndim != 3:
         raise InputError(f"the vendor SWI '{swi.name}' is {swi.array.ndim}D; give one 3D SWI volume.")
     img = np.maximum(swi.array.astype(np.float32), np.float32(0.0))
-    mip, n = swi_mod.minimum_intensity_projection(img, float(swi.spacing_kji[0]), p.mip_slab_mm)
+    # along anatomical superior-inferior, whatever the storage orientation (as compute_swi)
+    mip, n, step_mm = swi_mod.minimum_intensity_projection_si(img, swi.ijk_to_ras, p.mip_slab_mm)
     warnings.append(f"Input is the scanner's SWI ({VENDOR_SWI_NOTE}): the phase mask, its high-pass and the "
                     "phase units are the scanner's; phase_hp is empty.")
-    qc = {"phase_processing": VENDOR_SWI_NOTE, "mip_slab_mm": float(n * swi.spacing_kji[0]) if n > 1 else 0.0,
+    qc = {"phase_processing": VENDOR_SWI_NOTE, "mip_slab_mm": float(n * step_mm) if n > 1 else 0.0,
           "mip_slices": int(n)}
     magnitude = mag.array.astype(np.float32) if mag is not swi else img
     return swi_mod.SWIResult(swi=img, mip=mip, phase_hp=np.zeros_like(img), magnitude=magnitude,
@@ -386,7 +387,8 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
         sres = swi_mod.compute_swi(
             mag.array, rad, mag.spacing_kji, echo_times=p.echo_times if multi else None, highpass=p.highpass,
             homodyne_window=p.homodyne_window, unwrap_method=p.unwrap_method, gaussian_sigma_ijk=p.gaussian_sigma_ijk,
-            mask_type=p.mask_type, mask_power=p.mask_power, softplus=p.softplus, mip_slab_mm=p.mip_slab_mm)
+            mask_type=p.mask_type, mask_power=p.mask_power, softplus=p.softplus, mip_slab_mm=p.mip_slab_mm,
+            ijk_to_ras=mag.ijk_to_ras)
     qc.update(sres.qc)
     grid = Volume(np.zeros(mag.shape, np.uint8), mag.ijk_to_ras, mag.name)
     swi_v = grid.with_array(sres.swi.astype(np.float32), "SWI")

@@ -21,9 +21,15 @@ Steps (each a plain function on numpy arrays indexed ``(k, j, i)``, or ``(echo, 
    (:func:`combine_phase`).
 5. :func:`phase_mask` - ``"negative"`` (Haacke 2004: f = (pi + phi)/pi for phi < 0, else 1),
    ``"positive"``, or ``"tanh"`` (a smooth CLEAR-SWI-style scaling); SWI = magnitude x f^n.
-6. :func:`minimum_intensity_projection` - sliding mIP over a slab in mm along k.
+6. :func:`minimum_intensity_projection` - sliding mIP over a slab in mm along k, or
+   :func:`minimum_intensity_projection_si` - along the anatomical superior-inferior axis of
+   any stored orientation (what the pipeline uses).
 
-:func:`compute_swi` runs them in order and returns an :class:`SWIResult`.
+:func:`compute_swi` runs them in order and returns an :class:`SWIResult`. Given the grid's
+IJK-to-RAS matrix it works in the acquisition frame (:func:`acquisition_slice_axis`): the
+in-plane high-pass filters act in the plane of the acquired slices whatever order the array
+was stored in, and the mIP runs along superior-inferior, so an axial, sagittal, coronal or
+oblique copy of one scan gives the same SWI and mIP voxel for voxel.
 
 Conventions: phase is right-handed radians (see :mod:`MotorBandSignLib.phase`), so
 paramagnetic sources (iron, veins) have negative phase in the usual geometry. All work arrays
@@ -94,6 +100,18 @@ DEFAULT_MIP_SLAB_MM = 8.0
 #: Multi-echo magnitude combination: root of sum of squares (SNR optimal for equal noise per
 #: echo; Eckstein et al. 2021 offer RSS and SNR weighting).
 DEFAULT_MAGNITUDE_COMBINATION = "rss"
+
+#: Voxel sizes within this relative tolerance count as equal when the slice (through-plane)
+#: axis is read from the grid: a 3D GRE is acquired with its partition (slice) direction at the
+#: coarsest resolution or, isotropic, with none (our choice; scanner rounding of nominal sizes
+#: is far below 5 %).
+ISOTROPIC_TOLERANCE = 0.05
+
+#: Direction of the main field B0 in RAS. DICOM's patient coordinate system is fixed to the
+#: equipment, its z axis along the bore (DICOM PS3.3 C.7.6.2.1.1, Image Position and Image
+#: Orientation (Patient)), which is B0's direction in a cylindrical MR scanner; the RAS world of
+#: NIfTI / Slicer differs from it by the sign of x and y only.
+B0_DIRECTION_RAS = (0.0, 0.0, 1.0)
 
 HIGHPASS_METHODS = ("homodyne", "unwrap")
 UNWRAP_METHODS = ("laplacian", "skimage")
@@ -327,19 +345,20 @@ def _validate(magnitude, phase_rad, spacing_kji, echo_times):
 def signal_mask_from_magnitude(magnitude) -> np.ndarray:
     """Boolean mask of voxels with signal: magnitude above an Otsu threshold.
 
-    The threshold (Otsu 1979, IEEE Trans Syst Man Cybern 9:62) is found on a regular subsample
-    of about 256 k voxels; it separates the noise floor of air from tissue. Dark structures
-    inside tissue that fall below it (veins, an iron band) are still high-passed: see
-    :func:`gaussian_highpass`.
+    The threshold (Otsu 1979, IEEE Trans Syst Man Cybern 9:62) is found on the histogram of
+    every voxel (256 bins), which does not depend on the order the voxels are stored in (a
+    strided subsample would, and so would the mask of a sagittal copy of an axial scan); it
+    separates the noise floor of air from tissue. Dark structures inside tissue that fall
+    below it (veins, an iron band) are still high-passed: see :func:`gaussian_highpass`.
     """
     from skimage.filters import threshold_otsu
 
     m = _as_float32(magnitude)
-    flat = m.reshape(-1)
-    s = flat[:: max(1, flat.size // _MAX_SAMPLE)]
-    if float(s.max()) == float(s.min()):
+    lo, hi = float(m.min()), float(m.max())
+    if hi == lo:
         return np.ones(m.shape, dtype=bool)
-    t = threshold_otsu(s)
+    counts, edges = np.histogram(m, bins=256, range=(lo, hi))
+    t = threshold_otsu(hist=(counts, 0.5 * (edges[:-1] + edges[1:])))
     return m > t
 
 
@@ -905,6 +924,111 @@ def minimum_intensity_projection(image, spacing_k_mm: float, slab_mm: float = DE
     return out, n
 
 
+def _axis_steps_kji(ijk_to_ras, direction_ras) -> np.ndarray:
+    """Array-index change (k, j, i) per mm moved along ``direction_ras``."""
+    m = np.asarray(ijk_to_ras, dtype=np.float64)
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:3, :3])) < 1e-12:
+        raise InputError(f"ijk_to_ras must be an invertible 4x4 matrix, got {m.tolist()!r}.")
+    u = np.asarray(direction_ras, dtype=np.float64)
+    u = u / np.linalg.norm(u)
+    return (np.linalg.inv(m[:3, :3]) @ u)[::-1]
+
+
+def b0_direction_kji(ijk_to_ras) -> np.ndarray:
+    """Unit vector of B0 in array-axis coordinates (k, j, i), from the grid's geometry.
+
+    B0 is along RAS S (:data:`B0_DIRECTION_RAS`); the vector is in index units scaled to length
+    1, as :func:`MotorBandSignLib.physics.dipole_kernel` takes it on a grid of its own spacing.
+
+    Examples
+    --------
+    >>> b0_direction_kji(np.diag([1.0, 1.0, 1.0, 1.0])).round(3).tolist()
+    [1.0, 0.0, 0.0]
+    """
+    m = np.asarray(ijk_to_ras, dtype=np.float64)
+    spacing_ijk = np.linalg.norm(m[:3, :3], axis=0)
+    d = _axis_steps_kji(m, B0_DIRECTION_RAS) * spacing_ijk[::-1]  # direction cosines per array axis
+    return d / np.linalg.norm(d)
+
+
+def acquisition_slice_axis(ijk_to_ras) -> int:
+    """Array axis (0 = k, 1 = j, 2 = i) of the acquired slices' normal, from the geometry.
+
+    The axis with the coarsest voxel size when one is coarser than the others by more than
+    :data:`ISOTROPIC_TOLERANCE` (the partition direction of a 3D acquisition); otherwise the
+    grid cannot tell, and the axis closest to B0 (superior-inferior) is taken: SWI is acquired
+    transverse (Haacke et al. 2004, MRM 52:612; Reichenbach et al. 1997, Radiology 204:272),
+    and for an isotropic reformat this picks the same plane in every stored orientation.
+
+    Examples
+    --------
+    >>> acquisition_slice_axis(np.diag([0.9, 0.9, 2.0, 1.0]))   # axial, 2 mm slices
+    0
+    >>> sag = np.array([[0, 0, 2.0, 0], [0.9, 0, 0, 0], [0, 0.9, 0, 0], [0, 0, 0, 1]])
+    >>> acquisition_slice_axis(sag)                              # sagittal, 2 mm slices along i
+    2
+    """
+    m = np.asarray(ijk_to_ras, dtype=np.float64)
+    spacing_kji = np.linalg.norm(m[:3, :3], axis=0)[::-1]
+    coarsest = int(np.argmax(spacing_kji))
+    others = np.delete(spacing_kji, coarsest)
+    if spacing_kji[coarsest] > (1.0 + ISOTROPIC_TOLERANCE) * others.max():
+        return coarsest
+    return int(np.argmax(np.abs(b0_direction_kji(m))))
+
+
+def minimum_intensity_projection_si(image, ijk_to_ras, slab_mm: float = DEFAULT_MIP_SLAB_MM):
+    """Sliding minimum intensity projection along the anatomical superior-inferior axis.
+
+    For each voxel, the minimum over voxels on the line through it along RAS S, within
+    +/- ``slab_mm`` / 2. Samples are taken one voxel apart along the array axis closest to S
+    and at the nearest voxel off it (no interpolation: the mIP keeps stored values); the
+    number of samples is the nearest odd count to ``slab_mm`` over that step, as in
+    :func:`minimum_intensity_projection`, to which it reduces (same values) when an array axis
+    is parallel to S. Edges repeat the edge voxel (mode "nearest").
+
+    Parameters
+    ----------
+    image : ndarray, shape (k, j, i)
+    ijk_to_ras : ndarray, shape (4, 4)
+        The grid's geometry (``Volume.ijk_to_ras``).
+    slab_mm : float or None
+        Slab thickness in mm; None or 0 returns a copy of ``image``.
+
+    Returns
+    -------
+    mip : ndarray of float32
+    n_samples : int
+        Samples per slab.
+    step_mm : float
+        Distance along S between samples.
+    """
+    img = _as_float32(image)
+    if img.ndim != 3:
+        raise InputError(f"mIP needs a 3D volume (k, j, i), got shape {img.shape}.")
+    d = _axis_steps_kji(ijk_to_ras, B0_DIRECTION_RAS)  # index change per mm along S
+    lead = int(np.argmax(np.abs(d)))
+    step_mm = 1.0 / abs(float(d[lead]))
+    off = np.delete(np.abs(d), lead)
+    if np.all(off * step_mm < 1e-6):  # an array axis runs along S: the fast per-slice path
+        moved = np.moveaxis(img, lead, 0)
+        mip, n = minimum_intensity_projection(moved, step_mm, slab_mm)
+        return np.ascontiguousarray(np.moveaxis(mip, 0, lead)), n, step_mm
+    if slab_mm is None or slab_mm <= 0:
+        return img.copy(), 1, step_mm
+    r = float(slab_mm) / step_mm
+    n = max(1, 2 * int(np.ceil((r - 1.0) / 2.0 - 0.5)) + 1)
+    out = img.copy()
+    idx = [np.arange(s) for s in img.shape]
+    for m in range(-(n // 2), n // 2 + 1):
+        if m == 0:
+            continue
+        shift = np.rint(m * step_mm * d).astype(int)
+        sampled = img[np.ix_(*[np.clip(ix + sh, 0, len(ix) - 1) for ix, sh in zip(idx, shift)])]
+        np.minimum(out, sampled, out=out)
+    return out, n, step_mm
+
+
 # ----------------------------------------------------------------------------------------------
 # the pipeline step
 # ----------------------------------------------------------------------------------------------
@@ -927,6 +1051,7 @@ def compute_swi(
     signal_mask=None,
     magnitude_combination: str = DEFAULT_MAGNITUDE_COMBINATION,
     reference_te: float | None = None,
+    ijk_to_ras=None,
 ) -> SWIResult:
     """Susceptibility-weighted image, its mIP and the high-passed phase.
 
@@ -959,6 +1084,13 @@ def compute_swi(
         Multi-echo magnitude combination (:func:`combine_magnitude`).
     reference_te : float, optional
         TE of the combined phase (multi-echo), default the longest TE.
+    ijk_to_ras : ndarray, shape (4, 4), optional
+        The grid's geometry. Given, the work runs in the acquisition frame: the arrays are
+        viewed with the slice axis (:func:`acquisition_slice_axis`) first, so in-plane
+        filters (``gaussian_sigma_ijk`` with k = the slice axis, 2D homodyne) act in the
+        acquired plane, and the mIP runs along superior-inferior
+        (:func:`minimum_intensity_projection_si`). Without it, array axis 0 is the slice
+        axis and the mIP runs along it.
 
     Returns
     -------
@@ -983,6 +1115,19 @@ def compute_swi(
     if mask_type not in MASK_TYPES:
         raise InputError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}.")
     mags, phs, spacing, tes = _validate(magnitude, phase_rad, spacing_kji, echo_times)
+    order = (0, 1, 2)
+    if ijk_to_ras is not None:
+        geometry_spacing = tuple(np.linalg.norm(np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3], axis=0)[::-1])
+        if not np.allclose(geometry_spacing, spacing, rtol=1e-4):
+            raise InputError(f"spacing_kji {spacing} does not match the voxel size {geometry_spacing} of ijk_to_ras.")
+        ax = acquisition_slice_axis(ijk_to_ras)
+        order = (ax,) + tuple(a for a in (0, 1, 2) if a != ax)
+    if order != (0, 1, 2):  # views in the acquisition frame (copied to contiguous once)
+        mags = np.ascontiguousarray(mags.transpose((0,) + tuple(a + 1 for a in order)))
+        phs = np.ascontiguousarray(phs.transpose((0,) + tuple(a + 1 for a in order)))
+        spacing = tuple(spacing[a] for a in order)
+        if signal_mask is not None:
+            signal_mask = np.ascontiguousarray(np.asarray(signal_mask).transpose(order))
     n_echoes = mags.shape[0]
     warnings: list[str] = []
 
@@ -1032,7 +1177,15 @@ def compute_swi(
         np.multiply(weight_mag[k0:k1], f, out=swi[k0:k1])
 
     _for_chunks(nk, _chunk_len(nj * ni), weigh)
-    mip, n_slices = minimum_intensity_projection(swi, spacing[0], mip_slab_mm)
+    if order != (0, 1, 2):  # back to the stored order
+        back = tuple(int(np.argsort(order)[a]) for a in range(3))
+        swi, phase_hp, mag, mask = (np.ascontiguousarray(x.transpose(back)) for x in (swi, phase_hp, mag, mask))
+    if ijk_to_ras is None:
+        mip, n_slices = minimum_intensity_projection(swi, spacing[0], mip_slab_mm)
+        mip_step, mip_axis = spacing[0], "array axis k"
+    else:
+        mip, n_slices, mip_step = minimum_intensity_projection_si(swi, ijk_to_ras, mip_slab_mm)
+        mip_axis = "superior-inferior"
 
     n_mask = int(np.count_nonzero(mask))
     over = int(np.count_nonzero(np.abs(phase_hp[mask]) > np.pi / 2))
@@ -1053,8 +1206,10 @@ def compute_swi(
         "magnitude_combination": magnitude_combination if n_echoes > 1 else None,
         "residual_fraction_over_half_pi": float(residual),
         "signal_fraction": n_mask / mask.size,
-        "mip_slab_mm": float(n_slices * spacing[0]) if n_slices > 1 else 0.0,
+        "mip_slab_mm": float(n_slices * mip_step) if n_slices > 1 else 0.0,
         "mip_slices": int(n_slices),
+        "mip_axis": mip_axis,
+        "slice_axis": "kji"[order[0]],
         "softplus": bool(softplus),
         "warnings": warnings,
     }
