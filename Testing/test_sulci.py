@@ -119,6 +119,21 @@ def test_cortex_level_is_the_nearest_peak_beyond_white_matter(polarity):
     assert sulci._cortex_mode(alone, bins, 1.0, 0.035, polarity) is None
 
 
+def test_cortex_level_skips_white_matters_own_partial_volume_peak():
+    """A noise-free T1-like mantle: white matter very uniform (0.4 % spread), a narrow peak of
+    white-matter partial volume 1.5 % below it, cortex 30 % below. The small peak lies inside white
+    matter's tolerance (sulci.WM_MIN_TOLERANCE) and is not taken for cortex (it was, and white
+    matter then ended 1 % below its own level, leaving out most gyral white matter)."""
+    rng = np.random.default_rng(11)
+    wm = rng.normal(1.0, 0.0042, 60_000)
+    shoulder = rng.normal(0.985, 0.002, 20_000)
+    ctx = rng.normal(0.70, 0.03, 40_000)
+    values = np.concatenate([wm, shoulder, ctx])
+    bins = np.linspace(*np.percentile(values, [0.5, 99.5]), sulci.HIST_BINS + 1)
+    level = sulci._cortex_mode(values, bins, 1.0, 0.0042, 1)
+    assert level is not None and abs(level - 0.70) < 0.03, level
+
+
 def _bulge(radius=8.0, half_length=28.0, height=10, overhang_deg=40.0):
     """Voxel centres (kji, mm) of a sheet: the line y = 0 with an omega-shaped fold towards +y
     in its middle (a circle of ``radius`` whose arc goes ``overhang_deg`` below its equator on

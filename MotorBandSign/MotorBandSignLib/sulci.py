@@ -288,7 +288,8 @@ def white_matter(image: np.ndarray, brain: np.ndarray, spacing_kji, *, hull_dept
 
 def _cortex_mode(values: np.ndarray, bins: np.ndarray, i_wm: float, sd_wm: float, polarity: int) -> float | None:
     """The cortex's level: the peak of the histogram of ``values`` (the mantle) nearest to white
-    matter's level ``i_wm`` among those more than one white-matter SD from it on the cortex's
+    matter's level ``i_wm`` among those more than one white-matter SD (and more than
+    :data:`WM_MIN_TOLERANCE` of its level) from it on the cortex's
     side (``polarity`` +1: below) and standing out by >= 1 % of the histogram's maximum (sulcal
     CSF and vessels make peaks farther out); None when there is none (the histogram only falls
     away from white matter there). Peaks more than :data:`CORTEX_MAX_CONTRAST` of white
@@ -298,7 +299,10 @@ def _cortex_mode(values: np.ndarray, bins: np.ndarray, i_wm: float, sd_wm: float
     mids = 0.5 * (bins[1:] + bins[:-1])
     h = ndimage.gaussian_filter1d(np.histogram(values, bins=bins)[0].astype(float), 2.0)
     peaks, _ = find_peaks(h, prominence=0.01 * h.max())
-    beyond = mids[peaks] < i_wm - sd_wm if polarity > 0 else mids[peaks] > i_wm + sd_wm
+    # a peak within white matter's own tolerance is white matter's texture or its partial
+    # volume, not cortex (grey/white contrast is >= ~10 %; see WM_MIN_TOLERANCE)
+    gap = max(sd_wm, WM_MIN_TOLERANCE * abs(i_wm))
+    beyond = mids[peaks] < i_wm - gap if polarity > 0 else mids[peaks] > i_wm + gap
     beyond &= np.abs(mids[peaks] - i_wm) <= CORTEX_MAX_CONTRAST * abs(i_wm)
     if not beyond.any():
         return None
