@@ -253,8 +253,10 @@ def cmd_run(a) -> int:
             if a.dicom_out:
                 from .dicom_out import require_dicom_sources
 
-                src = inputs.magnitude if inputs.magnitude is not None else inputs.swi
-                dicom_sources = require_dicom_sources(src.meta.get("dicom_files"), f"--{'bids' if a.bids else 'dicom'} "
+                # the series the image was read from: magnitude, else real (GE real + imaginary), else the SWI
+                files = next((v.meta.get("dicom_files") for v in (inputs.magnitude, inputs.real, inputs.swi)
+                              if v is not None and v.meta.get("dicom_files")), None)
+                dicom_sources = require_dicom_sources(files, f"--{'bids' if a.bids else ('swi' if a.swi else 'dicom')} "
                                                       f"{scanner}")
             progress = TerminalProgress()
             result = pipeline.run(inputs, params, progress=progress)

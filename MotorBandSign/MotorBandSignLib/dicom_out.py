@@ -52,8 +52,9 @@ def require_dicom_sources(sources, what: str) -> list:
         return list(sources)
     raise InputError(
         f"--dicom-out needs DICOM input: {what} has no DICOM provenance (no source series for the "
-        "Segmentation, Parametric Map and Structured Report to reference). Give the magnitude as a DICOM series "
-        "folder (--magnitude DIR), or leave out --dicom-out (the NIfTI and HTML results are written either way).")
+        "Segmentation, Parametric Map and Structured Report to reference). Give the scanner's DICOM export "
+        "(--dicom DIR, or --magnitude DIR for one series folder), or leave out --dicom-out (the NIfTI and HTML "
+        "results are written either way).")
 
 
 #: Patient and General Study attributes of Type 2 (PS3.3 C.7.1.1, C.7.2.1): present but possibly
