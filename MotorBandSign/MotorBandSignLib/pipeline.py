@@ -427,6 +427,11 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
             progress=lambda f, m: say(0.35 + 0.4 * f, m))
         warnings.extend(anat.warnings)
         qc["localisation"] = anat.source
+        if anat.source == "parcellation" and (params is None or params.diffuse_ratio is None):
+            # the diffuse flag's normal range on this route's own cortex and white matter (scoring)
+            from .scoring import DIFFUSE_CORTEX_TO_WM_PARCELLATION
+
+            p = dataclasses.replace(p, diffuse_ratio=DIFFUSE_CORTEX_TO_WM_PARCELLATION)
         if "sulcal" in anat.info:
             qc["sulcal"] = anat.info["sulcal"]
             qc["localisation_confidence"] = anat.info["sulcal"].get("confidence")

@@ -54,6 +54,14 @@ MIN_REGION_VOXELS = 20
 #: 0.79-0.82; Testing/benchmarks/bench_individual.py). Protocol dependent; ``diffuse_ratio``
 #: overrides it.
 DIFFUSE_CORTEX_TO_WM = 0.842
+#: The same limit for the --parcellation route, whose control cortex and white matter come from
+#: the label map (full-thickness labelled cortex; labelled white matter): same procedure, on that
+#: route's no-band, not-ageing hemispheres of the development brains at 1 mm, two seeds each
+#: (clab 0.894-0.907, S1 0.854-0.871: mean 0.883, SD 0.021; ageing-like cases 0.715-0.782).
+#: Fitted on both brains together: fitted on clab alone the limit (0.885) would flag every normal S1
+#: hemisphere, so the between-brain spread is what sets it (Testing/benchmarks/bench_individual.py
+#: --parcellation).
+DIFFUSE_CORTEX_TO_WM_PARCELLATION = 0.819
 
 REGION_NAMES = {1: "medial", 2: "intermediate", 3: "lateral"}
 #: The pattern when neither bank could be measured (never "absent", which is a finding).
