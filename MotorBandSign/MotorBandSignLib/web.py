@@ -519,7 +519,7 @@ class MotorBandWebApp(TrameApp):
                          "localisation are kept).", classes="text-caption mb-1")
                 with html.Div(style="height: 520px; overflow-y: auto;", id="mbs-editor"):
                     editor_ui = SegmentEditorUI()
-                    with html.Div(classes="d-flex"):
+                    with html.Div(classes="d-flex", id="mbs-undo"):
                         editor_ui.build_undo_redo_buttons()
                 self.editor_logic.set_ui(editor_ui)
                 v3.VBtn("Re-measure", click=self.remeasure, color="primary", disabled=("running",),
