@@ -9,7 +9,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ["bench_swi.py", "bench_ribbon.py", "bench_detection.py", "bench_individual.py", "bench_pipeline.py",
-           "bench_cohort.py"]
+           "bench_cohort.py", "bench_remeasure.py"]
 
 
 def main() -> int:
