@@ -33,8 +33,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it with apt-get install -y chromium)")
+NO_CHROMIUM = "Debian's chromium is not installed (.ci/run installs it with apt-get install -y chromium)"
 
 LEFT_BANK = "Left precentral posterior bank"
 
@@ -43,6 +42,44 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_inputs_from_files_on_the_server_in_process(tmp_path):
+    """The app object without a browser: files typed as server paths become nodes; a bad path is
+    a message in the panel (not a crash), and Apply without inputs says what to do."""
+    import asyncio
+
+    from MotorBandSignLib import web
+    from phantoms import small_head
+
+    from MotorBandSignLib import io
+    from MotorBandSignLib.volume import Volume
+
+    mag, phase, _rib, aff = small_head.small_head()
+    io.write_volume(Volume(mag, aff, "mag"), tmp_path / "mag.nii.gz")
+    io.write_volume(Volume(phase, aff, "pha"), tmp_path / "pha.nii.gz")
+    app = web.MotorBandWebApp(session_dir=tmp_path / "session")
+    s = app.state
+    asyncio.run(app._apply())
+    assert s.error == "Load the inputs first (the demo case or files on the server)."
+    s.input_source = "files"
+    s.path_magnitude = str(tmp_path / "mag.nii.gz")
+    s.path_phase = str(tmp_path / "missing.nii.gz")
+    app.load_inputs()
+    assert "missing.nii.gz" in s.error and not s.inputs_loaded and s.scene_nodes == []
+    s.path_phase = str(tmp_path / "pha.nii.gz")
+    app.load_inputs()
+    assert s.error == "" and s.inputs_loaded
+    # the magnitude read before the failed phase was removed again (MRML keeps counting names)
+    assert len(s.scene_nodes) == 2 and re.fullmatch(r"mag(_\d+)?", s.scene_nodes[0]) and s.scene_nodes[1] == "pha"
+    assert s.status == f"Loaded {s.scene_nodes[0]} and pha: press Apply."
+    spec = {sp.name: sp for sp in app.specs}
+    assert s.p_z_threshold == spec["z_threshold"].default and s.p_localisation == "sulcal"
+    s.p_band_ratio = 1.5
+    asyncio.run(app._apply())
+    assert "band_ratio=1.5 must lie between 0 and 1" in s.error and not s.running
+    app.reset_parameters()
+    assert s.p_band_ratio == spec["band_ratio"].default
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +120,8 @@ def app(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(app):
+    if CHROMIUM is None:
+        pytest.skip(NO_CHROMIUM)
     with playwright_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         try:

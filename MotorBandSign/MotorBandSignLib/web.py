@@ -222,11 +222,17 @@ class MotorBandWebApp(TrameApp):
             if not paths[k]:
                 raise InputError(f"enter the path of the {k} image on the server (NIfTI, NRRD or a DICOM folder).")
         scene = self.slicer_app.scene
-        mag = mrml.read_volume_node(paths["magnitude"], scene, allow_4d=True)
-        ph = mrml.read_volume_node(paths["phase"], scene, allow_4d=True)
-        t1 = mrml.read_volume_node(paths["t1"], scene) if paths["t1"] else None
-        parc = mrml.read_volume_node(paths["parcellation"], scene, labelmap=True) if paths["parcellation"] else None
-        return mag, ph, t1, parc
+        read = []  # a file that cannot be read leaves the scene as it was
+        try:
+            for key, kwargs in (("magnitude", {"allow_4d": True}), ("phase", {"allow_4d": True}), ("t1", {}),
+                                ("parcellation", {"labelmap": True})):
+                read.append(mrml.read_volume_node(paths[key], scene, **kwargs) if paths[key] else None)
+        except Exception:
+            for node in read:
+                if node is not None:
+                    scene.RemoveNode(node)
+            raise
+        return tuple(read)
 
     def _safe_parameters(self):
         try:
