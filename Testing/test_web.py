@@ -182,8 +182,18 @@ def _shot(page, name: str, box: dict | None = None, timeout_s: float = 30) -> Pa
 
 
 def _choose(page, field_id: str, value: str):
-    page.click(f"#{field_id}", force=True)
-    page.locator(".v-overlay--active .v-list-item", has_text=re.compile(f"^{value}$")).click()
+    """Pick ``value`` in a select: open its menu (again if the first click came during an animation)."""
+    field = page.locator(f".v-input:has(#{field_id}) .v-field")
+    field.scroll_into_view_if_needed()
+    item = page.locator(".v-overlay--active .v-list-item", has_text=re.compile(f"^{value}$"))
+    for _ in range(5):
+        field.click()
+        try:
+            item.wait_for(state="visible", timeout=3000)
+            break
+        except playwright_api.TimeoutError:
+            page.keyboard.press("Escape")
+    item.click()
     page.wait_for_function("([id, v]) => document.querySelector('#' + id).closest('.v-field').innerText.includes(v)",
                            arg=[field_id, value], timeout=10000)
 
@@ -205,7 +215,7 @@ def test_the_panel_in_a_browser(app, browser):
 
     # -- the parameter form: generated from Parameters, with its defaults ------------------------
     page.click("text=Parameters (advanced)")
-    page.wait_for_selector("#mbs-param-z_threshold")
+    page.wait_for_selector("#mbs-param-localisation", state="visible")
     from MotorBandSignLib.params import Parameters
 
     assert float(page.input_value("#mbs-param-z_threshold")) == pytest.approx(Parameters().resolved().z_threshold)
@@ -231,7 +241,19 @@ def test_the_panel_in_a_browser(app, browser):
     scene_after = page.inner_text("#mbs-scene")
     for name in ("SWI", "SWI mIP", "hypointensity z", "ribbon"):
         assert name.lower() in scene_after.lower(), (name, scene_after)
-    _shot(page, "03-applied", box)
+    mip_shot = _shot(page, "03-applied", box)
+
+    # -- SWI instead of the mIP behind the heatmap --------------------------------------------------
+    page.click("#mbs-bg-SWI")
+    deadline = time.time() + 30
+    while True:
+        swi_shot = _shot(page, "03b-swi-background", box)
+        changed = np.abs(_view_pixels(swi_shot, box) - _view_pixels(mip_shot, box)).mean()
+        if changed > 2:
+            break
+        assert time.time() < deadline, "the axial view did not change when SWI was chosen"
+        time.sleep(1)
+    page.click("#mbs-bg-mIP")
 
     # -- a second tab is refused clearly; the first keeps the session -----------------------------
     second = browser.new_page(viewport={"width": 1200, "height": 800})

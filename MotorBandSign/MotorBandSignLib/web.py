@@ -424,7 +424,7 @@ class MotorBandWebApp(TrameApp):
                 v3.VSpacer()
                 html.Span("Research tool, not a medical device.", classes="text-caption mr-4")
             with layout.drawer as drawer:
-                drawer.width = 430
+                drawer.width = 480
                 with html.Div(v_if="mbs_owner && mbs_owner !== mbs_tab", classes="pa-4", id="mbs-refused"):
                     html.P("This Motor Band Sign session is open in another tab or window. One tab at a time "
                            "drives a session, so that no two edit the same scene: close the other tab (this one then "
@@ -495,7 +495,8 @@ class MotorBandWebApp(TrameApp):
             html.Div("{{ verdict }}", classes="text-body-1 font-weight-bold mb-1", id="mbs-verdict")
             with html.Div(v_for="(w, i) in warnings", key="i", classes="text-warning text-caption"):
                 html.Span("\u26a0 {{ w }}")
-            with v3.VTable(density="compact", id="mbs-table", classes="mt-1"):
+            with v3.VTable(density="compact", id="mbs-table", classes="mt-1",
+                           style="font-size: 12px; overflow-x: auto; white-space: nowrap;"):
                 with html.Thead(), html.Tr():
                     html.Th("{{ c }}", v_for="c in columns", key="c")
                 with html.Tbody():
