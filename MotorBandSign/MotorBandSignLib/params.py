@@ -22,6 +22,43 @@ MASK_TYPES = ("negative", "positive", "tanh")
 LOCALISATION = ("sulcal", "atlas")
 
 
+#: What each field means, one sentence for a tooltip: the Slicer panel (.ui toolTip), the web form
+#: and ``motorband --help`` views show this text (Testing/test_conformance.py checks the .ui).
+HELP = {
+    'phase_units': "Units of the stored phase. 'auto' detects radians, degrees or Siemens integers (0..4095) and reports what it found.",
+    'handedness': "Sign convention of the phase: 'right' for most vendors (Siemens, Philips); 'left' for GE.",
+    'echo_times': "Multi-echo only: one echo time per echo, in milliseconds, e.g. '5, 10, 15, 20'. Leave empty for one echo.",
+    'labels': "Label preset of the parcellation: 'freesurfer', 'synthseg', or the path of a label table. Empty: FreeSurfer numbering.",
+    'localisation': "'sulcal': the posterior bank is placed on the subject's own central sulcus found on the image (the atlas says which sulcus it is). 'atlas': the registered atlas labels are used as they are.",
+    'highpass': "'homodyne': divide by a low-pass (Hann window) copy (Haacke et al. 2004). 'unwrap': unwrap the phase then subtract a Gaussian-smoothed copy (CLEAR-SWI, Eckstein et al. 2021).",
+    'homodyne_window': 'Size of the central k-space window of the homodyne filter; larger = stronger high-pass.',
+    'gaussian_sigma_ijk': 'Unwrap high-pass only: sigma of the Gaussian low-pass in voxels along i, j, k (CLEAR-SWI: 4, 4, 0).',
+    'unwrap_method': "Unwrap high-pass only: 'laplacian' (fast, CLEAR-SWI's default) or 'skimage' (path-following).",
+    'mask_type': "'negative' darkens negative (paramagnetic) phase (Haacke et al. 2004); 'tanh' is CLEAR-SWI's smooth scaling.",
+    'mask_power': 'Number of times the phase mask is applied (Haacke et al. 2004: 4).',
+    'softplus': 'Compress bright magnitude values before applying the mask (CLEAR-SWI).',
+    'mip_slab_mm': 'Thickness of the minimum intensity projection slab (8-16 mm is usual).',
+    'bank_depth_mm': 'Thickness of cortex in front of the central sulcus counted as the posterior bank.',
+    'z_threshold': "A ribbon voxel counts as hypointense when it is this many robust SDs darker than control cortex; also the heatmap's lower limit.",
+    'band_ratio': "A hemisphere is called banded when the median SWI of its posterior bank is at most this fraction of its control cortex's median (lower limit of the normal range learnt on no-band cases; research setting).",
+    'region_band_ratio': "The same for one region (medial / intermediate / lateral): a focal band is called where its region's bank is at most this fraction of its control.",
+    'diffuse_ratio': 'Control cortex darker than juxtacortical white matter below this SWI ratio is flagged as diffuse (non-specific) darkening (provisional, protocol dependent).',
+}
+#: The range a panel offers for a numeric field (min, max): the spin boxes of the Slicer panel and
+#: the number fields of the web form (checked against the .ui by Testing/test_conformance.py).
+#: Wider than any published setting, narrower than nonsense; validate() only refuses impossible values.
+RANGES = {
+    'homodyne_window': (4, 512),
+    'mask_power': (0.5, 20),
+    'mip_slab_mm': (1, 60),
+    'bank_depth_mm': (0.5, 10),
+    'z_threshold': (0.5, 10),
+    'band_ratio': (0.5, 0.99),
+    'region_band_ratio': (0.5, 0.99),
+    'diffuse_ratio': (0.5, 1.5),
+}
+
+
 def _defaults():
     """Defaults from the step modules (imported lazily so this module stays light)."""
     from . import ribbon, scoring, swi

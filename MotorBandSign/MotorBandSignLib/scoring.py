@@ -182,7 +182,8 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
 
 
 def _same_side(ribbon, side, wm, spacing_kji=(1.0, 1.0, 1.0)):
-    """Voxels of ``wm`` nearer to this side's ribbon than to the other side's."""
+    """Voxels of ``wm`` nearer to this side's ribbon than to the other side's (all of ``wm`` when
+    the other side has no ribbon)."""
     from scipy import ndimage
 
     this = np.isin(ribbon, (BANK[side], CONTROL[side]))
@@ -192,9 +193,15 @@ def _same_side(ribbon, side, wm, spacing_kji=(1.0, 1.0, 1.0)):
         return np.zeros_like(wm)
     if not other.any():
         return np.ones_like(wm)
-    d_this = ndimage.distance_transform_edt(~this, sampling=spacing_kji)
-    d_other = ndimage.distance_transform_edt(~other, sampling=spacing_kji)
-    return d_this < d_other
+    # Distances on the box that holds every voxel involved (both sides' ribbons and wm): the
+    # nearest ribbon voxel of a voxel in the box is in the box, so they are exact, and a 1 mm
+    # brain's re-measure does not pay for whole-volume transforms.
+    box = ndimage.find_objects((this | other | wm).astype(np.uint8))[0]
+    d_this = ndimage.distance_transform_edt(~this[box], sampling=spacing_kji)
+    d_other = ndimage.distance_transform_edt(~other[box], sampling=spacing_kji)
+    out = np.zeros(np.shape(wm), dtype=bool)
+    out[box] = np.asarray(wm, dtype=bool)[box] & (d_this < d_other)
+    return out
 
 
 def profiles(z_swi: np.ndarray, ribbon: np.ndarray, ras_superior: np.ndarray, bin_mm: float = PROFILE_BIN_MM) -> dict:

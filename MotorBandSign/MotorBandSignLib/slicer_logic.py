@@ -75,6 +75,8 @@ class ParamSpec:
     choices: tuple | None = None
     kind: str = "plain"  # "plain", "text-tuple", "optional-text"
     scale: float = 1.0  # text-tuple: stored value = typed value * scale
+    help: str = ""  # tooltip (params.HELP)
+    range: tuple | None = None  # (min, max) a panel offers (params.RANGES)
 
 
 _SIMPLE_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "tuple": tuple, "list": list}
@@ -109,6 +111,8 @@ def parameter_specs() -> list:
     Defaults are the resolved ones (``Parameters().resolved()``: each step's documented
     default), so the panel shows the numbers that will be used, not blanks.
     """
+    from . import params as params_mod
+
     hints = _type_hints()
     resolved = Parameters().resolved()
     choices = _choices()
@@ -129,7 +133,8 @@ def parameter_specs() -> list:
         else:
             kind = "optional-text" if (optional and f.name not in choices) else "plain"
             specs.append(ParamSpec(f.name, str, "" if value is None else str(value), choices.get(f.name), kind))
-    return specs
+    return [dataclasses.replace(s, help=params_mod.HELP.get(s.name, ""), range=params_mod.RANGES.get(s.name))
+            for s in specs]
 
 
 def _format_numbers(values, scale: float) -> str:
@@ -350,11 +355,29 @@ class NodeLogic:
         ``outputs`` maps result keys ("segmentation", "heatmap", "table", ...) to nodes to
         fill in place; missing ones are created, named after the magnitude node.
         """
+        inputs, p = self.prepare(magnitudeNode, phaseNode, parameters, t1Node, parcellationNode, segmentationNode)
+        result = self.compute(inputs, p, progress, cancel)
+        return self.show(result, magnitudeNode, outputs)
+
+    # process() in three parts, for front ends that run the long middle one off their GUI thread
+    # (the web app; the Slicer widget): prepare and show touch nodes and belong on the thread
+    # that owns the scene, compute touches none.
+    def prepare(self, magnitudeNode, phaseNode, parameters, t1Node=None, parcellationNode=None,
+                segmentationNode=None) -> tuple:
+        """``(pipeline.Inputs, Parameters)`` read from the nodes (copies; nodes are not modified)."""
+        p = _as_parameters(parameters)
+        return self.inputs_from_nodes(magnitudeNode, phaseNode, t1Node, parcellationNode, segmentationNode), p
+
+    @staticmethod
+    def compute(inputs, parameters, progress=None, cancel=None):
+        """``pipeline.run``: arrays only, no node and no scene, so it may run in a worker thread.
+        Raises ``CancelledError`` when ``cancel()`` turns true (nothing is shown then)."""
         from . import pipeline
 
-        p = _as_parameters(parameters)
-        inputs = self.inputs_from_nodes(magnitudeNode, phaseNode, t1Node, parcellationNode, segmentationNode)
-        result = pipeline.run(inputs, p, progress, cancel)
+        return pipeline.run(inputs, _as_parameters(parameters), progress, cancel)
+
+    def show(self, result, magnitudeNode, outputs=None) -> NodeResult:
+        """Put a pipeline Result into the scene of ``magnitudeNode`` (``outputs``: see process)."""
         scene = self._scene_for(magnitudeNode)
         prefix = f"{self.OUTPUT_PREFIX} {magnitudeNode.GetName()}".strip()
         nodes = mrml.result_to_nodes(result, scene, nodes={k: v for k, v in (outputs or {}).items() if v is not None},
