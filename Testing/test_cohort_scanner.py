@@ -242,4 +242,33 @@ def test_cohort_help_names_the_scanner_sources(capsys):
         cli.main(["cohort", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--dicom-root DIR" in text and "--bids DIR" in text and "series_number" in text
+    assert "--bids-derivatives DIR" in text
     assert "read as `motorband run --bids / --dicom` reads it" in text
+
+
+# --- BIDS derivatives ------------------------------------------------------------------------
+
+
+def test_cohort_files_each_case_in_the_bids_derivatives(bids, dicom_root, head, tmp_path):
+    root, _, _ = bids
+    deriv = tmp_path / "derivatives" / "motorbandsign"
+    cases = _with_ribbon(cohort.find_bids(root)[1:] + cohort.find_dicom(dicom_root[0])[:1], head["ribbon"])
+    summary = cohort.run(cases, tmp_path / "out", Parameters(), workers=0, with_scene=False, bids_derivatives=deriv)
+    assert [(r["subject"], r["status"]) for r in summary.records] == [
+        ("sub-02", "done"), ("sub-03_ses-1", "done"), ("p01", "done")]
+    assert json.loads((deriv / "dataset_description.json").read_text())["DatasetType"] == "derivative"
+    assert cohort.read_record(tmp_path / "out", "sub-03_ses-1")["bids_derivatives"][:2] == [
+        "sub-03/ses-1/anat/sub-03_ses-1_desc-brain_mask.json", "sub-03/ses-1/anat/sub-03_ses-1_desc-brain_mask.nii.gz"]
+    ribbon = io.read_volume(deriv / "sub-02" / "anat" / "sub-02_desc-ribbon_dseg.nii.gz")
+    assert np.array_equal(ribbon.array, io.read_volume(head["ribbon"]).array)
+    assert (deriv / "sub-p01" / "anat" / "sub-p01_desc-swi_T2starw.nii.gz").is_file()
+    (deriv / "sub-p01" / "anat" / "sub-p01_desc-mip_T2starw.nii.gz").unlink()
+    again = cohort.run(cases, tmp_path / "out", Parameters(), workers=0, with_scene=False, bids_derivatives=deriv)
+    assert [r["subject"] for r in again.records if r["action"] == "ran"] == ["p01"]  # its derivative was missing
+    assert (deriv / "sub-p01" / "anat" / "sub-p01_desc-mip_T2starw.nii.gz").is_file()
+    renamed = [dataclasses.replace(cases[2], subject="p_01")]
+    with pytest.raises(cohort.InputError, match=r"subject p_01 \(exports/p01\) cannot be filed in the BIDS "):
+        cohort.run(renamed, tmp_path / "out2", Parameters(), workers=0, bids_derivatives=deriv)
+    assert not (tmp_path / "out2").exists()
+    with pytest.raises(cohort.InputError, match=r"--bids-derivatives .* and --out .* overlap"):
+        cohort.run(cases, deriv / "cohort", Parameters(), workers=0, bids_derivatives=deriv)

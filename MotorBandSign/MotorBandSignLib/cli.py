@@ -150,6 +150,10 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--dicom-root", metavar="DIR",
                      help="a folder with one DICOM export per subject: DIR/<subject>/ (any series, any sub-folders)")
     c.add_argument("--out", required=True, help="cohort folder: OUT/<subject>/, cohort.tsv, cohort.html")
+    c.add_argument("--bids-derivatives", metavar="DIR",
+                   help="also file each case's images under BIDS derivative names in the dataset DIR (e.g. "
+                        "bids/derivatives/motorbandsign): sub-<label>[/ses-<label>] of a --bids case, else the "
+                        "sub-/ses- labels in its subject id, else the id itself (letters and digits)")
     c.add_argument("--workers", type=int, help="local worker processes (default: cores, limited by memory; "
                                                "0 = one after the other in this process)")
     c.add_argument("--scheduler", help="Dask scheduler address tcp://HOST:PORT, or 'local' for a Dask LocalCluster")
@@ -337,7 +341,8 @@ def cmd_cohort(a) -> int:
     try:
         s = cohort.run(cases, a.out, params, workers=a.workers, scheduler=a.scheduler, retry_failed=a.retry_failed,
                        with_scene=not a.no_scene, progress=bar, group_column=a.group_column,
-                       phase_units_given=a.phase_units, handedness_given=a.handedness)
+                       phase_units_given=a.phase_units, handedness_given=a.handedness,
+                       bids_derivatives=a.bids_derivatives)
     except KeyboardInterrupt as exc:
         # Finished cases are on disk with their records: say so, and how to go on.
         exc.outputs_written = f"{a.out} for the cases finished so far (run the same command again to continue)"

@@ -65,7 +65,7 @@ from .errors import CancelledError, InputError
 from .params import Parameters
 from .scanner import Source
 
-__all__ = ["Case", "read_manifest", "find_bids", "find_dicom", "run", "run_case", "default_workers", "pin_threads",
+__all__ = ["Case", "read_manifest", "find_bids", "find_dicom", "bids_labels", "run", "run_case", "default_workers", "pin_threads",
            "case_memory_bytes", "STATE_DIR"]
 
 #: Manifest columns every row needs (``dicom``, a DICOM folder, may replace magnitude and phase),
@@ -372,12 +372,16 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def params_sha256(params: Parameters, with_scene: bool, stated: dict | None = None) -> str:
-    """SHA-256 of the resolved parameters (defaults filled in), of what is written and of the
-    values stated over the scanner headers (``stated``: phase_units / handedness given)."""
+def params_sha256(params: Parameters, with_scene: bool, stated: dict | None = None,
+                  bids_derivatives: str | None = None) -> str:
+    """SHA-256 of the resolved parameters (defaults filled in), of what is written (the scene,
+    a BIDS derivatives dataset) and of the values stated over the scanner headers (``stated``:
+    phase_units / handedness given)."""
     settings = {"parameters": params.resolved().to_dict(), "with_scene": bool(with_scene)}
     if stated:
         settings["stated_over_headers"] = {k: v for k, v in stated.items() if v is not None}
+    if bids_derivatives:
+        settings["bids_derivatives"] = os.path.abspath(bids_derivatives)
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -446,10 +450,42 @@ class Task:
     #: What the user stated over the scanner headers: {"phase_units": ..., "handedness": ...}
     #: (None: the headers decide; see acquisition.settle_parameters).
     stated: dict = field(default_factory=dict)
+    #: Root of a BIDS derivatives dataset each case is also filed under (None: not written).
+    bids_derivatives: str | None = None
 
     def params_sha256(self) -> str:
         """The parameters' hash; for scanner data, what was stated over the headers too."""
-        return params_sha256(self.params, self.with_scene, self.stated if self.case.source is not None else None)
+        return params_sha256(self.params, self.with_scene, self.stated if self.case.source is not None else None,
+                             self.bids_derivatives)
+
+    def derivatives_complete(self, rec: dict) -> bool:
+        """True without a derivatives dataset, else if every file the record lists is there."""
+        if not self.bids_derivatives:
+            return True
+        files = rec.get("bids_derivatives") or []
+        return bool(files) and all((Path(self.bids_derivatives) / f).is_file() for f in files)
+
+
+def bids_labels(case: Case) -> tuple[str, str | None]:
+    """(subject, session) BIDS labels under which ``case`` is filed in a derivatives dataset: a
+    BIDS case's own; else the ``sub-`` / ``ses-`` labels in its subject id (``sub-01_ses-1``);
+    else the subject id itself when it is a BIDS label (letters and digits: ``p01``).
+
+    Raises :class:`InputError` for an id that is none of these (e.g. ``case_1``).
+    """
+    if case.source is not None and case.source.kind == "bids":
+        sub = case.source.subject
+        return (sub[4:] if sub.startswith("sub-") else sub), case.source.session
+    from .bids_out import label_from_path
+
+    sub = label_from_path(case.subject, "sub")
+    if sub:
+        return sub, label_from_path(case.subject, "ses")
+    if re.match(r"^[A-Za-z0-9]+$", case.subject):
+        return case.subject, None
+    raise InputError(f"subject {case.subject} ({case.origin}) cannot be filed in the BIDS derivatives dataset: its id "
+                     "is not a BIDS label (letters and digits only) and holds no sub-<label>. Name it sub-<label> "
+                     "(e.g. in the manifest's subject column), or leave out --bids-derivatives.")
 
 
 def _input_paths(case: Case) -> dict:
@@ -538,7 +574,8 @@ def run_case(task: Task) -> dict:
     prev = read_record(out, case.subject)
     if (prev and prev.get("inputs_sha256") == rec["inputs_sha256"]
             and prev.get("params_sha256") == rec["params_sha256"]):
-        if prev.get("status") == "done" and outputs_complete(case_dir, task.with_scene):
+        if (prev.get("status") == "done" and outputs_complete(case_dir, task.with_scene)
+                and task.derivatives_complete(prev)):
             return dict(prev, action="skipped")
         if prev.get("status") == "failed" and not task.retry_failed:
             return dict(prev, action="skipped")
@@ -551,6 +588,11 @@ def run_case(task: Task) -> dict:
             rec["acquisition"] = {k: inputs.provenance.get(k) for k in ACQUISITION_KEYS}
         result = pipeline.run(inputs, params)
         outputs.write_outputs(result, case_dir, with_scene=task.with_scene)
+        if task.bids_derivatives:
+            from .bids_out import write_derivatives
+
+            written = write_derivatives(result, task.bids_derivatives, *bids_labels(case))
+            rec["bids_derivatives"] = sorted(os.path.relpath(f, task.bids_derivatives) for f in written)
         rec.update(status="done", exit_class=None, error=None)
         _write_thumbnail(out, case.subject, result)
     except (KeyboardInterrupt, CancelledError):
@@ -756,7 +798,7 @@ class Summary:
 def run(cases, out_dir, params: Parameters | None = None, *, workers: int | None = None, scheduler=None,
         retry_failed: bool = False, with_scene: bool = True, progress=None, threads_per_worker: int | None = None,
         group_column: str = "group", phase_units_given: str | None = None,
-        handedness_given: str | None = None) -> Summary:
+        handedness_given: str | None = None, bids_derivatives=None) -> Summary:
     """Run every case (or skip it, see the module docstring) and write ``cohort.tsv`` and
     ``cohort.html`` into ``out_dir``.
 
@@ -792,6 +834,11 @@ def run(cases, out_dir, params: Parameters | None = None, *, workers: int | None
         For cases of scanner data: the phase units / handedness the user stated over the
         headers (None: the headers decide, as with ``motorband run --bids / --dicom``; see
         :func:`MotorBandSignLib.acquisition.settle_parameters`). Files cases use ``params``.
+    bids_derivatives : path, optional
+        Also file each case's images in this BIDS derivatives dataset (e.g.
+        ``bids/derivatives/motorbandsign``; :func:`MotorBandSignLib.bids_out.write_derivatives`)
+        under its labels (:func:`bids_labels`). A finished case whose derivative files are
+        missing runs again.
     """
     from . import cohort_report, outputs
 
@@ -807,6 +854,13 @@ def run(cases, out_dir, params: Parameters | None = None, *, workers: int | None
         dup = sorted({n for n in names if names.count(n) > 1})
         raise InputError(f"subjects {', '.join(dup[:5])} appear more than once: give each case its own subject id.")
     out = outputs.check_output_dir(out_dir, flag="--out")
+    if bids_derivatives is not None:
+        d = Path(os.path.realpath(Path(bids_derivatives).expanduser()))
+        o = Path(os.path.realpath(out))
+        if d == o or o in d.parents or d in o.parents:
+            raise InputError(f"--bids-derivatives {bids_derivatives} and --out {out_dir} overlap: the case folders "
+                             "(OUT/<subject>/) and the derivatives (sub-<label>/) would mix. Give separate folders, "
+                             "e.g. --out cohort-out --bids-derivatives bids/derivatives/motorbandsign.")
     local = scheduler is None
     if local and workers is None:
         workers = default_workers(cases)
@@ -821,6 +875,18 @@ def run(cases, out_dir, params: Parameters | None = None, *, workers: int | None
             raise InputError(f"{len(need)} case(s) ({', '.join(need[:5])}) give a parcellation but no label preset was "
                              "given: add --labels freesurfer|synthseg|TABLE (Parameters.labels) to say what its "
                              "numbers mean.")
+    if bids_derivatives is not None:
+        from .bids_out import check_root
+
+        check_root(bids_derivatives)
+        labels = {}
+        for c in cases:
+            labels.setdefault(bids_labels(c), []).append(c.subject)
+        clash = [f"{', '.join(v)} (sub-{k[0]}{f' ses-{k[1]}' if k[1] else ''})" for k, v in labels.items() if len(v) > 1]
+        if clash:
+            raise InputError(f"--bids-derivatives: subjects {'; '.join(clash[:5])} would be filed under the same BIDS "
+                             "labels: give them distinct sub-<label> ids.")
+        bids_derivatives = os.path.abspath(Path(bids_derivatives).expanduser())
     say = progress or (lambda done, total, rec: None)
     records: dict = {}
     summary = Summary(records=[])
@@ -839,7 +905,8 @@ def run(cases, out_dir, params: Parameters | None = None, *, workers: int | None
         out.mkdir(parents=True, exist_ok=True)
         stated = {"phase_units": phase_units_given, "handedness": handedness_given}
         stated = {k: v for k, v in stated.items() if v is not None}
-        tasks = [Task(c, str(out), params, with_scene, retry_failed, threads_per_worker, stated) for c in cases]
+        tasks = [Task(c, str(out), params, with_scene, retry_failed, threads_per_worker, stated, bids_derivatives)
+                 for c in cases]
         if client is not None:
             _run_dask(tasks, client, report)
         elif workers == 0:
