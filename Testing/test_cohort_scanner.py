@@ -272,3 +272,13 @@ def test_cohort_files_each_case_in_the_bids_derivatives(bids, dicom_root, head, 
     assert not (tmp_path / "out2").exists()
     with pytest.raises(cohort.InputError, match=r"--bids-derivatives .* and --out .* overlap"):
         cohort.run(cases, deriv / "cohort", Parameters(), workers=0, bids_derivatives=deriv)
+
+
+def test_memory_plan_of_bids_cases_reads_their_magnitude_headers(bids, monkeypatch):
+    monkeypatch.setattr(cohort, "CASE_MIN_BYTES", 0)
+    cases = cohort.find_bids(bids[0])
+    voxels = 32 * 40 * 40
+    assert [cohort.case_memory_bytes(c) for c in cases] == [cohort.CASE_BYTES_PER_VOXEL * voxels] * 2 + [
+        cohort.CASE_BYTES_PER_VOXEL * 2 * voxels]  # sub-03: two echoes
+    dicom = cohort.Case("p01", {}, source=cohort.Source("dicom", str(bids[0])))
+    assert cohort.case_memory_bytes(dicom) == cohort.CASE_BYTES_PER_VOXEL * cohort.REFERENCE_VOXELS

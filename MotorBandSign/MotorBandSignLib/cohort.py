@@ -53,6 +53,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -313,16 +314,24 @@ def _available_memory() -> int | None:
 
 def case_memory_bytes(case: Case | None = None) -> int:
     """Planned peak memory of one case: CASE_BYTES_PER_VOXEL per voxel of its magnitude (all
-    echoes), at least CASE_MIN_BYTES; the reference 1 mm grid when the header cannot be read."""
+    echoes; for a BIDS case its part-mag or part-real files), at least CASE_MIN_BYTES; the
+    reference 1 mm grid when no header can be read (and for DICOM folders, whose headers are
+    read by the worker only)."""
     voxels = REFERENCE_VOXELS
     if case is not None:
         with contextlib.suppress(Exception):
             import nibabel as nib
 
-            shape = nib.load(case.files["magnitude"]).shape
-            voxels = 1
-            for s in shape:
-                voxels *= int(s)
+            if case.source is not None and case.source.kind == "bids":
+                from .scanner import input_files
+
+                images = [f for f in input_files(case.source) if f.name.endswith((".nii", ".nii.gz"))]
+                mags = [f for f in images if "_part-mag_" in f.name] or [f for f in images if "_part-real_" in f.name]
+            else:
+                mags = [case.files["magnitude"]]
+            shapes = [nib.load(f).shape for f in mags]
+            if shapes:
+                voxels = sum(math.prod(int(n) for n in s) for s in shapes)
     return max(CASE_MIN_BYTES, CASE_BYTES_PER_VOXEL * voxels)
 
 
