@@ -253,21 +253,26 @@ def test_manifest_problems_are_named_with_their_line(tmp_path):
 
 
 def test_bids_folder_cases_and_participants(tmp_path):
-    for sub, ses in (("sub-01", None), ("sub-02", "ses-1")):
+    """Subjects and sessions found; each case is read later by bids_in.read_bids (a subject whose
+    files it refuses is that case's failure, see test_cohort_scanner.py), not here."""
+    for sub, ses in (("sub-01", None), ("sub-02", "ses-1"), ("sub-02", "ses-2")):
         anat = tmp_path / sub / (ses or "") / "anat"
         anat.mkdir(parents=True)
         stem = f"{sub}_{ses}" if ses else sub
         for part in ("mag", "phase"):
             (anat / f"{stem}_part-{part}_T2starw.nii.gz").write_bytes(b"x")
+    (tmp_path / "sub-03" / "anat").mkdir(parents=True)
+    (tmp_path / "sub-03" / "anat" / "sub-03_T1w.nii.gz").write_bytes(b"x")  # no GRE: not a case
     (tmp_path / "participants.tsv").write_text("participant_id\tage\tgroup\nsub-01\t61\tALS\nsub-02\t58\tcontrol\n")
     cases = cohort.find_bids(tmp_path)
-    assert [c.subject for c in cases] == ["sub-01", "sub-02_ses-1"]
-    assert cases[0].extra == {"age": "61", "group": "ALS"} and cases[1].extra["group"] == "control"
-    assert cases[1].files["phase"].endswith("sub-02/ses-1/anat/sub-02_ses-1_part-phase_T2starw.nii.gz")
+    assert [c.subject for c in cases] == ["sub-01", "sub-02_ses-1", "sub-02_ses-2"]
+    assert cases[0].extra == {"age": "61", "group": "ALS"} and cases[2].extra["group"] == "control"
+    assert [(c.source.kind, c.source.path, c.source.subject, c.source.session) for c in cases] == [
+        ("bids", str(tmp_path), "01", None), ("bids", str(tmp_path), "02", "1"), ("bids", str(tmp_path), "02", "2")]
     (tmp_path / "sub-01" / "anat" / "sub-01_part-phase_T2starw.nii.gz").unlink()
-    with pytest.raises(InputError, match=r"sub-01: no phase file sub-01_part-phase_T2starw.nii.gz beside "
-                                         r"sub-01_part-mag_T2starw.nii.gz"):
-        cohort.find_bids(tmp_path)
+    assert [c.subject for c in cohort.find_bids(tmp_path)][0] == "sub-01"  # refused later, by its reader
+    with pytest.raises(InputError, match=r"BIDS folder .* holds no sub-\*/\[ses-\*/\]anat/\*_part-mag_\*"):
+        cohort.find_bids(tmp_path / "sub-03")
 
 
 def test_cli_bad_manifest_exits_2_without_traceback(tmp_path, capsys):

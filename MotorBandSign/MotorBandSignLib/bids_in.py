@@ -23,7 +23,7 @@ from .acquisition import Acquisition, handedness_from_manufacturer
 from .errors import InputError
 from .volume import Volume
 
-__all__ = ["read_bids", "SUFFIXES", "parse_name"]
+__all__ = ["read_bids", "subjects", "input_files", "SUFFIXES", "parse_name"]
 
 #: Suffixes of gradient-echo images with magnitude and phase in BIDS (T2starw, MEGRE) and SWI.
 SUFFIXES = ("T2starw", "MEGRE", "swi")
@@ -68,14 +68,15 @@ def _subject_dir(root: Path, subject: str, session: str | None) -> tuple[Path, s
     return sub / "anat", label, None
 
 
-def _sidecar(root: Path, nifti: Path) -> dict:
-    """The file's metadata by the inheritance principle: JSON files from the dataset root down to
-    the file's folder whose entities are a subset of the file's and whose suffix is the file's."""
+def _sidecar_files(root: Path, nifti: Path) -> list[Path]:
+    """The JSON sidecars that apply to ``nifti`` by the inheritance principle, in the order they
+    apply: from the dataset root down to the file's folder, those whose entities are a subset of
+    the file's and whose suffix is the file's (within a folder, fewer entities first)."""
     entities, suffix, _ = parse_name(nifti.name)
     chain = [root]
     for part in nifti.parent.relative_to(root).parts:
         chain.append(chain[-1] / part)
-    meta: dict = {}
+    out = []
     for folder in chain:
         found = []
         for js in folder.glob("*.json"):
@@ -84,13 +85,20 @@ def _sidecar(root: Path, nifti: Path) -> dict:
                 continue
             if all(entities.get(k) == v for k, v in parsed[0].items()):
                 found.append((len(parsed[0]), js))
-        for _, js in sorted(found):
-            try:
-                data = json.loads(js.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise InputError(f"{js}: not a readable JSON sidecar ({exc}). Fix it or remove it.") from None
-            if isinstance(data, dict):
-                meta.update(data)
+        out += [js for _, js in sorted(found)]
+    return out
+
+
+def _sidecar(root: Path, nifti: Path) -> dict:
+    """The file's metadata: its sidecars (:func:`_sidecar_files`) merged, the nearest last."""
+    meta: dict = {}
+    for js in _sidecar_files(root, nifti):
+        try:
+            data = json.loads(js.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{js}: not a readable JSON sidecar ({exc}). Fix it or remove it.") from None
+        if isinstance(data, dict):
+            meta.update(data)
     return meta
 
 
@@ -133,6 +141,55 @@ def _read_part(files: dict, part: str, echoes: list, what: str) -> Volume | None
                   dict(vols[0].meta))
 
 
+def _root(root) -> Path:
+    r = Path(root).expanduser()
+    if not r.is_dir():
+        raise InputError(f"--bids {r}: not a folder. Give the root of a BIDS dataset (holding sub-* folders).")
+    return r
+
+
+def _locate(root, subject: str, session: str | None):
+    """(root, "sub-X[/ses-Y]", acquisitions, other files, complete acquisitions) of one subject."""
+    r = _root(root)
+    anat, label, ses = _subject_dir(r, subject, session)
+    where = f"sub-{label}" + (f"/ses-{ses}" if ses else "")
+    groups, others = _groups(anat)
+    return r, where, groups, others, {k: v for k, v in groups.items() if _complete(v)}
+
+
+def subjects(root) -> list[tuple[str, str | None]]:
+    """(subject label, session label or None) of every subject and session of a dataset whose
+    ``anat`` folder holds GRE part files (part-mag/phase/real/imag, suffix in SUFFIXES), sorted.
+    A subject with sessions gives one entry per session."""
+    r = _root(root)
+    out = []
+    for anat in sorted(list(r.glob("sub-*/anat")) + list(r.glob("sub-*/ses-*/anat"))):
+        ses = anat.parent.name[4:] if anat.parent.name.startswith("ses-") else None
+        sub = (anat.parent.parent if ses is not None else anat.parent).name[4:]
+        if anat.is_dir() and _groups(anat)[0]:
+            out.append((sub, ses))
+    return out
+
+
+def input_files(root, subject: str, session: str | None = None) -> list[Path]:
+    """The files whose content decides what :func:`read_bids` reads for this subject (for a
+    resumable record's hash): the images of the acquisition found and every sidecar that applies
+    to them; with no single complete acquisition, every file of the subject's ``anat`` folder
+    and the sidecars applying to its GRE part files. Sorted, without duplicates."""
+    r, _, groups, others, complete = _locate(root, subject, session)
+    if len(complete) == 1:
+        images = list(next(iter(complete.values())).values())
+    else:
+        images = [f for g in groups.values() for f in g.values()]
+        anat = (images[0].parent if images else _subject_dir(r, subject, session)[0])
+        images += [anat / name for name in others]
+    found = set(images)
+    for f in images:
+        if parse_name(f.name) and parse_name(f.name)[1] in SUFFIXES:
+            found.update(_sidecar_files(r, f))
+    return sorted(found)
+
+
 def read_bids(root, subject: str, session: str | None = None) -> Acquisition:
     """One subject's GRE acquisition from a BIDS dataset (files not modified).
 
@@ -160,13 +217,7 @@ def read_bids(root, subject: str, session: str | None = None) -> Acquisition:
     """
     from . import phase as phase_mod
 
-    r = Path(root).expanduser()
-    if not r.is_dir():
-        raise InputError(f"--bids {r}: not a folder. Give the root of a BIDS dataset (holding sub-* folders).")
-    anat, label, ses = _subject_dir(r, subject, session)
-    where = f"sub-{label}" + (f"/ses-{ses}" if ses else "")
-    groups, others = _groups(anat)
-    complete = {k: v for k, v in groups.items() if _complete(v)}
+    r, where, groups, others, complete = _locate(root, subject, session)
     if not complete:
         seen = sorted([f.name for g in groups.values() for f in g.values()] + others)
         raise InputError(

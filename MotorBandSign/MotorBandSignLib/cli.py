@@ -4,8 +4,8 @@
     motorband run --dicom EXPORT | --bids DS --subject L | --swi SWI --out DIR [options]
                                                                  the same from scanner data (dicom_in, bids_in)
     motorband measure --out DIR --ribbon EDITED.seg.nrrd         re-measure with a corrected ribbon
-    motorband cohort --manifest CASES.csv --out OUT [--workers N] [--scheduler ADDR] [--retry-failed]
-                                                                 every case of a cohort (see cohort.py)
+    motorband cohort --manifest CASES.csv | --bids DS | --dicom-root DIR --out OUT [--workers N]
+                     [--scheduler ADDR] [--retry-failed]         every case of a cohort (see cohort.py)
 
 The demo case is written by ``python Testing/phantoms/demo.py --out demo-case`` (the simulator is
 test machinery, not part of this package); ``make demo`` writes it and runs ``motorband run`` on it.
@@ -132,12 +132,28 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--ribbon", required=True, help="edited ribbon (.seg.nrrd or a label volume)")
     m.add_argument("--no-scene", action="store_true")
 
-    c = sub.add_parser("cohort", help="run every case of a cohort (resumable, parallel) with a cohort table and report")
+    c = sub.add_parser("cohort", help="run every case of a cohort (resumable, parallel) with a cohort table and report",
+                       description="Run every case of a cohort: resumable (an unchanged case is skipped), in "
+                                   "parallel, with OUT/cohort.tsv and OUT/cohort.html. Scanner data (--bids, "
+                                   "--dicom-root, a manifest's dicom column) is read as `motorband run --bids / "
+                                   "--dicom` reads it: echo times, field strength, manufacturer, phase units and "
+                                   "handedness from the sidecars or headers unless --te / --phase-units / "
+                                   "--handedness are given. A case the reader refuses is recorded as an input "
+                                   "failure; the others go on.")
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--manifest", help="CSV of cases: subject, magnitude, phase [, ribbon, t1, parcellation, "
-                                        "any other columns such as age, sex, group]")
-    src.add_argument("--bids", help="BIDS folder: sub-*/anat/*_part-mag*.nii.gz with *_part-phase*")
+                                        "any other columns such as age, sex, group]; or subject, dicom (a DICOM "
+                                        "folder) [, series_number] instead of magnitude and phase")
+    src.add_argument("--bids", metavar="DIR",
+                     help="BIDS dataset: every sub-*[/ses-*]/anat with *_part-mag_* + *_part-phase_* (T2starw, MEGRE, "
+                          "swi; echo-N) and JSON sidecars; participants.tsv columns go into cohort.tsv")
+    src.add_argument("--dicom-root", metavar="DIR",
+                     help="a folder with one DICOM export per subject: DIR/<subject>/ (any series, any sub-folders)")
     c.add_argument("--out", required=True, help="cohort folder: OUT/<subject>/, cohort.tsv, cohort.html")
+    c.add_argument("--bids-derivatives", metavar="DIR",
+                   help="also file each case's images under BIDS derivative names in the dataset DIR (e.g. "
+                        "bids/derivatives/motorbandsign): sub-<label>[/ses-<label>] of a --bids case, else the "
+                        "sub-/ses- labels in its subject id, else the id itself (letters and digits)")
     c.add_argument("--workers", type=int, help="local worker processes (default: cores, limited by memory; "
                                                "0 = one after the other in this process)")
     c.add_argument("--scheduler", help="Dask scheduler address tcp://HOST:PORT, or 'local' for a Dask LocalCluster")
@@ -211,30 +227,13 @@ def _summary(result, out: Path) -> str:
 
 def _scanner_inputs(a, params):
     """Inputs and settled Parameters from --dicom / --bids / --swi (the readers decide; flags win)."""
-    from . import acquisition, io, outputs, pipeline
+    from . import scanner
 
-    if a.bids:
-        from . import bids_in
-
-        acq = bids_in.read_bids(a.bids, a.subject, a.session)
-    else:
-        from . import dicom_in
-
-        read = dicom_in.read_vendor_swi if a.swi else dicom_in.read_dicom_folder
-        acq = read(a.dicom or a.swi, series_uids=a.series, series_numbers=a.series_number)
-    params = acquisition.settle_parameters(acq, params, phase_units_given=a.phase_units,
-                                           handedness_given=a.handedness)
-    inputs = pipeline.Inputs(magnitude=acq.magnitude, phase=acq.phase, real=acq.real, imag=acq.imag, swi=acq.swi,
-                             provenance=acq.provenance)
-    ref = acq.magnitude if acq.magnitude is not None else acq.swi
-    ref = ref if ref.array.ndim == 3 else ref.with_array(ref.array[0])
-    if a.t1:
-        inputs.t1 = io.read_volume(a.t1, what="T1 image")
-    if a.parcellation:
-        inputs.parcellation = io.read_volume(a.parcellation, what="parcellation")
-    if a.ribbon:
-        inputs.ribbon = outputs.read_ribbon(a.ribbon, ref)
-    return inputs, params
+    kind = "bids" if a.bids else "swi" if a.swi else "dicom"
+    source = scanner.Source(kind, a.bids or a.swi or a.dicom, subject=a.subject, session=a.session,
+                            series_uids=tuple(a.series), series_numbers=tuple(a.series_number))
+    return scanner.read_inputs(source, params, phase_units_given=a.phase_units, handedness_given=a.handedness,
+                               t1=a.t1, parcellation=a.parcellation, ribbon=a.ribbon)
 
 
 def _bids_labels(a) -> tuple:
@@ -360,11 +359,14 @@ def cmd_cohort(a) -> int:
 
     params = _params_from_args(a)
     params.validate()
-    cases = cohort.read_manifest(a.manifest) if a.manifest else cohort.find_bids(a.bids)
+    cases = (cohort.read_manifest(a.manifest) if a.manifest else cohort.find_bids(a.bids) if a.bids
+             else cohort.find_dicom(a.dicom_root))
     bar = _CohortProgress(len(cases))
     try:
         s = cohort.run(cases, a.out, params, workers=a.workers, scheduler=a.scheduler, retry_failed=a.retry_failed,
-                       with_scene=not a.no_scene, progress=bar, group_column=a.group_column)
+                       with_scene=not a.no_scene, progress=bar, group_column=a.group_column,
+                       phase_units_given=a.phase_units, handedness_given=a.handedness,
+                       bids_derivatives=a.bids_derivatives)
     except KeyboardInterrupt as exc:
         # Finished cases are on disk with their records: say so, and how to go on.
         exc.outputs_written = f"{a.out} for the cases finished so far (run the same command again to continue)"

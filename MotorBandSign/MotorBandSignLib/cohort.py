@@ -3,16 +3,26 @@
     from MotorBandSignLib import cohort
     from MotorBandSignLib.params import Parameters
 
-    cases = cohort.read_manifest("cases.csv")          # or cohort.find_bids("bids/")
+    cases = cohort.read_manifest("cases.csv")    # or cohort.find_bids("bids/"), cohort.find_dicom("exports/")
     summary = cohort.run(cases, "out", Parameters())    # local worker processes
     summary = cohort.run(cases, "out", Parameters(), scheduler="tcp://10.0.0.5:8786")   # Dask
+
+Scanner data. A case may be given as files (magnitude and phase, NIfTI/NRRD) or as scanner data
+(:class:`MotorBandSignLib.scanner.Source`): a BIDS subject and session (:func:`find_bids`), a
+DICOM folder (:func:`find_dicom`, or a manifest's ``dicom`` column). Those are read exactly as
+``motorband run --bids / --dicom`` reads them (:func:`MotorBandSignLib.scanner.read_inputs`:
+sidecars or headers give the echo times, field strength, manufacturer, phase units and
+handedness; a value the user stated wins). A reader's refusal (two candidate acquisitions, no
+GRE series...) is that case's input failure; the cohort goes on.
 
 Each case runs :func:`MotorBandSignLib.pipeline.run` and writes its usual output folder
 ``OUT/<subject>/`` through :func:`MotorBandSignLib.outputs.write_outputs` (complete or absent,
 never half-written). Nothing here computes a measurement.
 
 Resuming. When a case ends, its worker writes a record ``OUT/.cohort/<subject>.json`` (atomically:
-a temporary file, then ``os.replace``) holding the SHA-256 of every input file's content, the
+a temporary file, then ``os.replace``) holding the SHA-256 of every input file's content (for scanner data: every file that decides
+what is read, the JSON sidecars included, :func:`MotorBandSignLib.scanner.input_files`), what
+the headers said (``acquisition``: manufacturer, field strength, echo times...), the
 SHA-256 of the parameters, the status (``done`` / ``failed``), the error message and its class
 (``input``: the case's files are at fault, the message says how; ``internal``: a failure of the
 program). A later run skips a case whose inputs and parameters hash the same as its record and
@@ -43,6 +53,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -53,14 +64,21 @@ from pathlib import Path
 from . import __version__
 from .errors import CancelledError, InputError
 from .params import Parameters
+from .scanner import Source
 
-__all__ = ["Case", "read_manifest", "find_bids", "run", "run_case", "default_workers", "pin_threads",
+__all__ = ["Case", "read_manifest", "find_bids", "find_dicom", "bids_labels", "run", "run_case", "default_workers", "pin_threads",
            "case_memory_bytes", "STATE_DIR"]
 
-#: Manifest columns every row needs, and the optional input-file columns.
+#: Manifest columns every row needs (``dicom``, a DICOM folder, may replace magnitude and phase),
+#: the optional input-file columns, and the DICOM series picked for a ``dicom`` row.
 REQUIRED_COLUMNS = ("subject", "magnitude", "phase")
+DICOM_COLUMN = "dicom"
+SERIES_COLUMN = "series_number"
 OPTIONAL_FILE_COLUMNS = ("ribbon", "t1", "parcellation")
 FILE_COLUMNS = ("magnitude", "phase") + OPTIONAL_FILE_COLUMNS
+#: What a record keeps of the reader's provenance (acquisition.Acquisition.provenance, settled).
+ACQUISITION_KEYS = ("source", "manufacturer", "field_strength_t", "echo_times_s", "echo_times_from", "phase_units",
+                    "phase_storage", "handedness")
 #: Hidden folder of OUT holding one record per subject (resume state).
 STATE_DIR = ".cohort"
 #: A subject id becomes a folder name: letters, digits, '-', '_', '.'; not starting with '.'.
@@ -100,12 +118,15 @@ class Case:
     """One subject of a cohort: its input files (absolute paths by role) and descriptive columns."""
 
     subject: str
-    #: role ("magnitude", "phase", optional "ribbon", "t1", "parcellation") -> absolute path.
+    #: role ("magnitude", "phase", optional "ribbon", "t1", "parcellation") -> absolute path;
+    #: with ``source``, only the optional roles.
     files: dict
     #: Other manifest / participants.tsv columns (age, sex, group...), carried into cohort.tsv.
     extra: dict = field(default_factory=dict)
     #: Where the case was declared (e.g. "cases.csv line 4"), for messages.
     origin: str = ""
+    #: Scanner data (a BIDS subject, a DICOM folder) read instead of magnitude and phase files.
+    source: Source | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,8 +137,12 @@ def read_manifest(path) -> list[Case]:
 
     Columns: ``subject``, ``magnitude``, ``phase`` (required); ``ribbon``, ``t1``,
     ``parcellation`` (optional input files); any other column (age, sex, group...) is carried
-    into ``cohort.tsv``. Relative paths are relative to the manifest's folder. The delimiter is
-    a tab for ``.tsv`` files and a comma otherwise.
+    into ``cohort.tsv``. A ``dicom`` column (a DICOM folder, read as ``motorband run --dicom``
+    reads it) may replace magnitude and phase: each row then gives either a dicom folder or
+    magnitude and phase, and ``series_number`` (optional; numbers separated by spaces) picks
+    the row's series when its folder holds more than one acquisition. Relative paths are
+    relative to the manifest's folder. The delimiter is a tab for ``.tsv`` files and a comma
+    otherwise.
 
     Raises :class:`InputError` naming every problem with its line (missing columns, empty or
     repeated subjects, files that do not exist), so the manifest can be fixed in one go.
@@ -132,12 +157,13 @@ def read_manifest(path) -> list[Case]:
     delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
     reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
     header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    missing = [c for c in (REQUIRED_COLUMNS[:1] if DICOM_COLUMN in header else REQUIRED_COLUMNS) if c not in header]
     if missing:
         raise InputError(
             f"manifest {p} lacks the column(s) {', '.join(missing)} (it has: {', '.join(header) or 'nothing'}). "
-            f"The first line must name the columns: {', '.join(REQUIRED_COLUMNS)} (required), "
-            f"{', '.join(OPTIONAL_FILE_COLUMNS)} (optional files), and any others (age, sex, group...).")
+            f"The first line must name the columns: {', '.join(REQUIRED_COLUMNS)} (required; or subject and "
+            f"{DICOM_COLUMN}, a DICOM folder), {', '.join(OPTIONAL_FILE_COLUMNS)} (optional files), and any others "
+            "(age, sex, group...).")
     base = p.parent
     cases, problems, seen = [], [], {}
     for n, raw in enumerate(reader, start=2):
@@ -158,20 +184,39 @@ def read_manifest(path) -> list[Case]:
             problems.append(f"{where}: subject {subject} already on line {seen[subject]}")
             continue
         seen[subject] = n
-        files = {}
-        for role in FILE_COLUMNS:
-            value = row.get(role, "")
-            if not value:
-                if role in REQUIRED_COLUMNS:
-                    problems.append(f"{where}: no {role} file given")
-                continue
+        files, source = {}, None
+
+        def path(role, value):
             f = Path(value).expanduser()
             f = f if f.is_absolute() else base / f
             if not f.exists():
-                problems.append(f"{where}: {role} file not found: {f}")
-            files[role] = os.path.abspath(f)
-        extra = {k: v for k, v in row.items() if k and k not in REQUIRED_COLUMNS + OPTIONAL_FILE_COLUMNS}
-        cases.append(Case(subject, files, extra, f"{p.name} {where}"))
+                problems.append(f"{where}: {role} {'folder' if role == DICOM_COLUMN else 'file'} not found: {f}")
+            return os.path.abspath(f)
+
+        dicom, series = row.get(DICOM_COLUMN, ""), row.get(SERIES_COLUMN, "")
+        if dicom and (row.get("magnitude") or row.get("phase")):
+            problems.append(f"{where}: give either a {DICOM_COLUMN} folder or magnitude and phase files, not both")
+            continue
+        if series and not dicom:
+            problems.append(f"{where}: {SERIES_COLUMN} picks DICOM series: give it with a {DICOM_COLUMN} folder")
+            continue
+        if dicom:
+            numbers = series.replace(";", " ").replace(",", " ").split()
+            if not all(x.isdigit() for x in numbers):
+                problems.append(f"{where}: {SERIES_COLUMN} {series!r} is not a list of series numbers (e.g. '5 6')")
+                continue
+            source = Source("dicom", path(DICOM_COLUMN, dicom), series_numbers=tuple(int(x) for x in numbers))
+        for role in FILE_COLUMNS:
+            value = row.get(role, "")
+            if not value:
+                if role in REQUIRED_COLUMNS and source is None:
+                    problems.append(f"{where}: no {role} file given" + (f" (nor a {DICOM_COLUMN} folder)"
+                                                                        if DICOM_COLUMN in header else ""))
+                continue
+            files[role] = path(role, value)
+        extra = {k: v for k, v in row.items()
+                 if k and k not in REQUIRED_COLUMNS + OPTIONAL_FILE_COLUMNS + (DICOM_COLUMN, SERIES_COLUMN)}
+        cases.append(Case(subject, files, extra, f"{p.name} {where}", source))
     if problems:
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
         raise InputError(f"manifest {p} has {len(problems)} problem(s): {shown}. Fix these rows (or remove them) "
@@ -182,13 +227,18 @@ def read_manifest(path) -> list[Case]:
 
 
 def find_bids(root) -> list[Case]:
-    """Cases from a BIDS-like folder: ``sub-*/[ses-*/]anat/*_part-mag*.nii[.gz]`` with the
-    matching ``*_part-phase*`` file (the BIDS ``part`` entity of complex-valued data).
+    """Cases from a BIDS dataset: one per subject (``sub-X``), or per subject and session
+    (``sub-X_ses-Y``), whose ``anat`` folder holds GRE part files (``*_part-mag_*`` /
+    ``*_part-phase_*`` or real / imaginary; T2starw, MEGRE, swi; ``echo-N``).
 
-    The subject id is ``sub-X`` (``sub-X_ses-Y`` with sessions). ``participants.tsv`` columns
-    (age, sex, group...) are carried into ``cohort.tsv``. More than one magnitude per subject
-    and session (separate echoes, runs) is refused: list the cases in a manifest instead.
+    Each case is read in its worker by :func:`MotorBandSignLib.bids_in.read_bids`, as
+    ``motorband run --bids ROOT --subject X [--session Y]`` reads it (JSON sidecars: echo
+    times, field strength, manufacturer, phase units). A subject whose files the reader
+    refuses (a magnitude without its phase, two acquisitions) is that case's input failure.
+    ``participants.tsv`` columns (age, sex, group...) are carried into ``cohort.tsv``.
     """
+    from . import bids_in
+
     r = Path(root).expanduser()
     if not r.is_dir():
         raise InputError(f"--bids {r} is not a folder: give the root of a BIDS dataset (holding sub-* folders).")
@@ -199,30 +249,40 @@ def find_bids(root) -> list[Case]:
             pid = (row.get("participant_id") or "").strip()
             if pid:
                 participants[pid] = {k: (v or "").strip() for k, v in row.items() if k and k != "participant_id"}
-    cases, problems = [], []
-    for anat in sorted(list(r.glob("sub-*/anat")) + list(r.glob("sub-*/ses-*/anat"))):
-        sub = next(q.name for q in [anat, *anat.parents] if q.name.startswith("sub-"))
-        ses = anat.parent.name if anat.parent.name.startswith("ses-") else None
-        subject = f"{sub}_{ses}" if ses else sub
-        mags = sorted(m for m in anat.glob("*_part-mag*") if m.name.endswith((".nii", ".nii.gz")))
-        if not mags:
-            continue
-        if len(mags) > 1:
-            problems.append(f"{subject}: {len(mags)} magnitude files ({', '.join(m.name for m in mags[:3])}); "
-                            "list the cases in a manifest (--manifest) to say which to use")
-            continue
-        phase = anat / mags[0].name.replace("_part-mag", "_part-phase")
-        if not phase.exists():
-            problems.append(f"{subject}: no phase file {phase.name} beside {mags[0].name}")
-            continue
-        cases.append(Case(subject, {"magnitude": str(mags[0].resolve()), "phase": str(phase.resolve())},
-                          dict(participants.get(sub, {})), f"{r.name}/{subject}"))
-    if problems:
-        raise InputError(f"BIDS folder {r}: " + "; ".join(problems[:10]) + ".")
+    cases = []
+    for sub, ses in bids_in.subjects(r):
+        subject = f"sub-{sub}_ses-{ses}" if ses else f"sub-{sub}"
+        cases.append(Case(subject, {}, dict(participants.get(f"sub-{sub}", {})), f"{r.name}/{subject}",
+                          Source("bids", os.path.abspath(r), subject=sub, session=ses)))
     if not cases:
-        raise InputError(f"BIDS folder {r} holds no sub-*/anat/*_part-mag*.nii[.gz] with a matching *_part-phase* "
-                         "file: give a manifest (--manifest) instead.")
+        raise InputError(f"BIDS folder {r} holds no sub-*/[ses-*/]anat/*_part-mag_* (or part-phase, part-real, "
+                         f"part-imag) files with suffix {', '.join(bids_in.SUFFIXES)}: give a manifest (--manifest) "
+                         "instead.")
     return cases
+
+
+def find_dicom(root) -> list[Case]:
+    """Cases from a folder of DICOM exports: one sub-folder per subject, named by its subject id.
+
+    Each sub-folder (any depth inside, any number of series) is read in its worker by
+    :func:`MotorBandSignLib.dicom_in.read_dicom_folder`, as ``motorband run --dicom`` reads it; a
+    folder with two candidate acquisitions or no GRE series is that case's input failure with the
+    reader's message (a manifest with ``dicom`` and ``series_number`` columns then picks the
+    series). Hidden folders and files beside the sub-folders are ignored.
+    """
+    r = Path(root).expanduser()
+    if not r.is_dir():
+        raise InputError(f"--dicom-root {r} is not a folder: give the folder holding one DICOM folder per subject.")
+    folders = sorted(d for d in r.iterdir() if d.is_dir() and not d.name.startswith("."))
+    bad = [d.name for d in folders if not SUBJECT_RE.match(d.name)]
+    if bad:
+        raise InputError(f"--dicom-root {r}: the folder name(s) {', '.join(repr(b) for b in bad[:10])} cannot be "
+                         "subject ids (used as output folder names): rename them with letters, digits, '-', '_' or "
+                         "'.' only, or list the cases in a manifest (--manifest, with a dicom column).")
+    if not folders:
+        raise InputError(f"--dicom-root {r} holds no sub-folders: give the folder holding one DICOM folder per "
+                         "subject (its name is the subject id).")
+    return [Case(d.name, {}, {}, f"{r.name}/{d.name}", Source("dicom", os.path.abspath(d))) for d in folders]
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,16 +314,24 @@ def _available_memory() -> int | None:
 
 def case_memory_bytes(case: Case | None = None) -> int:
     """Planned peak memory of one case: CASE_BYTES_PER_VOXEL per voxel of its magnitude (all
-    echoes), at least CASE_MIN_BYTES; the reference 1 mm grid when the header cannot be read."""
+    echoes; for a BIDS case its part-mag or part-real files), at least CASE_MIN_BYTES; the
+    reference 1 mm grid when no header can be read (and for DICOM folders, whose headers are
+    read by the worker only)."""
     voxels = REFERENCE_VOXELS
     if case is not None:
         with contextlib.suppress(Exception):
             import nibabel as nib
 
-            shape = nib.load(case.files["magnitude"]).shape
-            voxels = 1
-            for s in shape:
-                voxels *= int(s)
+            if case.source is not None and case.source.kind == "bids":
+                from .scanner import input_files
+
+                images = [f for f in input_files(case.source) if f.name.endswith((".nii", ".nii.gz"))]
+                mags = [f for f in images if "_part-mag_" in f.name] or [f for f in images if "_part-real_" in f.name]
+            else:
+                mags = [case.files["magnitude"]]
+            shapes = [nib.load(f).shape for f in mags]
+            if shapes:
+                voxels = sum(math.prod(int(n) for n in s) for s in shapes)
     return max(CASE_MIN_BYTES, CASE_BYTES_PER_VOXEL * voxels)
 
 
@@ -313,9 +381,16 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def params_sha256(params: Parameters, with_scene: bool) -> str:
-    """SHA-256 of the resolved parameters (defaults filled in) and of what is written."""
+def params_sha256(params: Parameters, with_scene: bool, stated: dict | None = None,
+                  bids_derivatives: str | None = None) -> str:
+    """SHA-256 of the resolved parameters (defaults filled in), of what is written (the scene,
+    a BIDS derivatives dataset) and of the values stated over the scanner headers (``stated``:
+    phase_units / handedness given)."""
     settings = {"parameters": params.resolved().to_dict(), "with_scene": bool(with_scene)}
+    if stated:
+        settings["stated_over_headers"] = {k: v for k, v in stated.items() if v is not None}
+    if bids_derivatives:
+        settings["bids_derivatives"] = os.path.abspath(bids_derivatives)
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -381,13 +456,75 @@ class Task:
     with_scene: bool = True
     retry_failed: bool = False
     threads: int | None = None
+    #: What the user stated over the scanner headers: {"phase_units": ..., "handedness": ...}
+    #: (None: the headers decide; see acquisition.settle_parameters).
+    stated: dict = field(default_factory=dict)
+    #: Root of a BIDS derivatives dataset each case is also filed under (None: not written).
+    bids_derivatives: str | None = None
+
+    def params_sha256(self) -> str:
+        """The parameters' hash; for scanner data, what was stated over the headers too."""
+        return params_sha256(self.params, self.with_scene, self.stated if self.case.source is not None else None,
+                             self.bids_derivatives)
+
+    def derivatives_complete(self, rec: dict) -> bool:
+        """True without a derivatives dataset, else if every file the record lists is there."""
+        if not self.bids_derivatives:
+            return True
+        files = rec.get("bids_derivatives") or []
+        return bool(files) and all((Path(self.bids_derivatives) / f).is_file() for f in files)
 
 
-def _read_inputs(case: Case, params: Parameters):
-    """The case's files as pipeline Inputs (messages name the subject and the role)."""
+def bids_labels(case: Case) -> tuple[str, str | None]:
+    """(subject, session) BIDS labels under which ``case`` is filed in a derivatives dataset: a
+    BIDS case's own; else the ``sub-`` / ``ses-`` labels in its subject id (``sub-01_ses-1``);
+    else the subject id itself when it is a BIDS label (letters and digits: ``p01``).
+
+    Raises :class:`InputError` for an id that is none of these (e.g. ``case_1``).
+    """
+    if case.source is not None and case.source.kind == "bids":
+        sub = case.source.subject
+        return (sub[4:] if sub.startswith("sub-") else sub), case.source.session
+    from .bids_out import label_from_path
+
+    sub = label_from_path(case.subject, "sub")
+    if sub:
+        return sub, label_from_path(case.subject, "ses")
+    if re.match(r"^[A-Za-z0-9]+$", case.subject):
+        return case.subject, None
+    raise InputError(f"subject {case.subject} ({case.origin}) cannot be filed in the BIDS derivatives dataset: its id "
+                     "is not a BIDS label (letters and digits only) and holds no sub-<label>. Name it sub-<label> "
+                     "(e.g. in the manifest's subject column), or leave out --bids-derivatives.")
+
+
+def _input_paths(case: Case) -> dict:
+    """Key -> path of everything the case reads: its files by role, and for scanner data every
+    file deciding what is read (keys relative to the dataset / DICOM folder, so that a moved
+    copy of the data hashes the same)."""
+    paths = dict(case.files)
+    if case.source is not None:
+        from .scanner import input_files
+
+        root = Path(case.source.path)
+        for f in input_files(case.source):
+            paths[case.source.kind if Path(f) == root else os.path.relpath(f, root)] = str(f)
+    return paths
+
+
+def _read_inputs(case: Case, params: Parameters, stated: dict | None = None):
+    """The case's files as pipeline Inputs (messages name the subject and the role), and the
+    parameters to run them with (for scanner data, settled from the headers)."""
     from . import io, outputs, pipeline
 
     f = case.files
+    if case.source is not None:
+        from . import scanner
+
+        stated = stated or {}
+        return scanner.read_inputs(case.source, params, phase_units_given=stated.get("phase_units"),
+                                   handedness_given=stated.get("handedness"), t1=f.get("t1"),
+                                   parcellation=f.get("parcellation"), ribbon=f.get("ribbon"),
+                                   what=f"of {case.subject}")
     multi = len(params.echo_times) > 1
     mag = io.read_volume(f["magnitude"], what=f"magnitude image of {case.subject}", allow_4d=True)
     if mag.array.ndim == 4 and mag.array.shape[0] == 1:
@@ -407,7 +544,16 @@ def _read_inputs(case: Case, params: Parameters):
     if f.get("ribbon"):
         ref = mag if mag.array.ndim == 3 else mag.with_array(mag.array[0])
         inputs.ribbon = outputs.read_ribbon(f["ribbon"], ref)
-    return inputs
+    return inputs, params
+
+
+def _reader_message(case: Case, exc: InputError) -> str:
+    """The reader's message; for a DICOM folder that asks for --series, how a cohort picks one."""
+    msg = str(exc)
+    if case.source is not None and case.source.kind == "dicom" and "--series" in msg:
+        msg += (f" In a cohort: list {case.subject} in a manifest (--manifest) with its folder in a {DICOM_COLUMN} "
+                f"column and the series in a {SERIES_COLUMN} column (e.g. '5 6').")
+    return msg
 
 
 def run_case(task: Task) -> dict:
@@ -424,35 +570,44 @@ def run_case(task: Task) -> dict:
     case_dir = out / case.subject
     t0 = time.perf_counter()
     rec = {"subject": case.subject, "status": "failed", "exit_class": None, "error": None,
-           "inputs_sha256": {}, "params_sha256": params_sha256(task.params, task.with_scene),
+           "inputs_sha256": {}, "params_sha256": task.params_sha256(),
            "version": __version__, "runtime_s": None, "output": case.subject}
     try:
-        rec["inputs_sha256"] = {role: file_sha256(p) for role, p in sorted(case.files.items())}
-    except OSError as exc:
-        rec.update(exit_class="input", error=f"cannot read the {case.subject} inputs: {exc}. Check the files "
+        paths = _input_paths(case)
+        rec["inputs_sha256"] = {key: file_sha256(p) for key, p in sorted(paths.items())}
+    except (OSError, InputError) as exc:
+        rec.update(exit_class="input", error=f"cannot read the {case.subject} inputs: {str(exc).rstrip('.')}. Check the files "
                                              f"({case.origin}).", runtime_s=0.0)
         _write_record(out, rec)
         return dict(rec, action="ran")
     prev = read_record(out, case.subject)
     if (prev and prev.get("inputs_sha256") == rec["inputs_sha256"]
             and prev.get("params_sha256") == rec["params_sha256"]):
-        if prev.get("status") == "done" and outputs_complete(case_dir, task.with_scene):
+        if (prev.get("status") == "done" and outputs_complete(case_dir, task.with_scene)
+                and task.derivatives_complete(prev)):
             return dict(prev, action="skipped")
         if prev.get("status") == "failed" and not task.retry_failed:
             return dict(prev, action="skipped")
     try:
         from . import outputs, pipeline
 
-        outputs.check_output_dir(case_dir, list(case.files.values()))
-        inputs = _read_inputs(case, task.params)
-        result = pipeline.run(inputs, task.params)
+        outputs.check_output_dir(case_dir, list(paths.values()))
+        inputs, params = _read_inputs(case, task.params, task.stated)
+        if inputs.provenance:
+            rec["acquisition"] = {k: inputs.provenance.get(k) for k in ACQUISITION_KEYS}
+        result = pipeline.run(inputs, params)
         outputs.write_outputs(result, case_dir, with_scene=task.with_scene)
+        if task.bids_derivatives:
+            from .bids_out import write_derivatives
+
+            written = write_derivatives(result, task.bids_derivatives, *bids_labels(case))
+            rec["bids_derivatives"] = sorted(os.path.relpath(f, task.bids_derivatives) for f in written)
         rec.update(status="done", exit_class=None, error=None)
         _write_thumbnail(out, case.subject, result)
     except (KeyboardInterrupt, CancelledError):
         raise
     except InputError as exc:
-        rec.update(exit_class="input", error=str(exc))
+        rec.update(exit_class="input", error=_reader_message(case, exc))
     except MemoryError:
         rec.update(exit_class="internal", error="out of memory: give the workers more memory or run fewer at once "
                                                 "(--workers).")
@@ -473,7 +628,7 @@ def _lost_record(task: Task, why: str) -> dict:
     rec = {"subject": task.case.subject, "status": "failed", "exit_class": "internal",
            "error": f"the worker process running this case died ({why}): killed, or out of memory; the case "
                     "runs again next time (or give it more memory, fewer --workers).",
-           "inputs_sha256": {}, "params_sha256": params_sha256(task.params, task.with_scene),
+           "inputs_sha256": {}, "params_sha256": task.params_sha256(),
            "version": __version__, "runtime_s": None, "output": task.case.subject}
     _write_record(task.out_dir, rec)
     return dict(rec, action="ran")
@@ -651,7 +806,8 @@ class Summary:
 
 def run(cases, out_dir, params: Parameters | None = None, *, workers: int | None = None, scheduler=None,
         retry_failed: bool = False, with_scene: bool = True, progress=None, threads_per_worker: int | None = None,
-        group_column: str = "group") -> Summary:
+        group_column: str = "group", phase_units_given: str | None = None,
+        handedness_given: str | None = None, bids_derivatives=None) -> Summary:
     """Run every case (or skip it, see the module docstring) and write ``cohort.tsv`` and
     ``cohort.html`` into ``out_dir``.
 
@@ -683,6 +839,15 @@ def run(cases, out_dir, params: Parameters | None = None, *, workers: int | None
         ``workers=0``).
     group_column : str
         The manifest column holding the group for the group comparison.
+    phase_units_given, handedness_given : str or None
+        For cases of scanner data: the phase units / handedness the user stated over the
+        headers (None: the headers decide, as with ``motorband run --bids / --dicom``; see
+        :func:`MotorBandSignLib.acquisition.settle_parameters`). Files cases use ``params``.
+    bids_derivatives : path, optional
+        Also file each case's images in this BIDS derivatives dataset (e.g.
+        ``bids/derivatives/motorbandsign``; :func:`MotorBandSignLib.bids_out.write_derivatives`)
+        under its labels (:func:`bids_labels`). A finished case whose derivative files are
+        missing runs again.
     """
     from . import cohort_report, outputs
 
@@ -698,6 +863,13 @@ def run(cases, out_dir, params: Parameters | None = None, *, workers: int | None
         dup = sorted({n for n in names if names.count(n) > 1})
         raise InputError(f"subjects {', '.join(dup[:5])} appear more than once: give each case its own subject id.")
     out = outputs.check_output_dir(out_dir, flag="--out")
+    if bids_derivatives is not None:
+        d = Path(os.path.realpath(Path(bids_derivatives).expanduser()))
+        o = Path(os.path.realpath(out))
+        if d == o or o in d.parents or d in o.parents:
+            raise InputError(f"--bids-derivatives {bids_derivatives} and --out {out_dir} overlap: the case folders "
+                             "(OUT/<subject>/) and the derivatives (sub-<label>/) would mix. Give separate folders, "
+                             "e.g. --out cohort-out --bids-derivatives bids/derivatives/motorbandsign.")
     local = scheduler is None
     if local and workers is None:
         workers = default_workers(cases)
@@ -712,6 +884,18 @@ def run(cases, out_dir, params: Parameters | None = None, *, workers: int | None
             raise InputError(f"{len(need)} case(s) ({', '.join(need[:5])}) give a parcellation but no label preset was "
                              "given: add --labels freesurfer|synthseg|TABLE (Parameters.labels) to say what its "
                              "numbers mean.")
+    if bids_derivatives is not None:
+        from .bids_out import check_root
+
+        check_root(bids_derivatives)
+        labels = {}
+        for c in cases:
+            labels.setdefault(bids_labels(c), []).append(c.subject)
+        clash = [f"{', '.join(v)} (sub-{k[0]}{f' ses-{k[1]}' if k[1] else ''})" for k, v in labels.items() if len(v) > 1]
+        if clash:
+            raise InputError(f"--bids-derivatives: subjects {'; '.join(clash[:5])} would be filed under the same BIDS "
+                             "labels: give them distinct sub-<label> ids.")
+        bids_derivatives = os.path.abspath(Path(bids_derivatives).expanduser())
     say = progress or (lambda done, total, rec: None)
     records: dict = {}
     summary = Summary(records=[])
@@ -728,7 +912,10 @@ def run(cases, out_dir, params: Parameters | None = None, *, workers: int | None
         client = stack.enter_context(_dask_session(scheduler, workers, cases)) if scheduler is not None else None
         stack.enter_context(outputs.output_lock(out, flag="--out"))
         out.mkdir(parents=True, exist_ok=True)
-        tasks = [Task(c, str(out), params, with_scene, retry_failed, threads_per_worker) for c in cases]
+        stated = {"phase_units": phase_units_given, "handedness": handedness_given}
+        stated = {k: v for k, v in stated.items() if v is not None}
+        tasks = [Task(c, str(out), params, with_scene, retry_failed, threads_per_worker, stated, bids_derivatives)
+                 for c in cases]
         if client is not None:
             _run_dask(tasks, client, report)
         elif workers == 0:

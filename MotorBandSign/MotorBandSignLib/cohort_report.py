@@ -26,7 +26,8 @@ COLUMNS = (
     ["subject", "status", "exit_class", "error", "pattern", "nonspecific_diffuse", "total_grade", "laterality_index"]
     + [f"{s}_{k}" for s in SIDES for k in ("measured", "band_contrast", "grade", "band_present")]
     + [f"{s}_{r}_{k}" for s in SIDES for r in REGIONS for k in ("band_contrast", "grade")]
-    + ["warnings", "localisation", "localisation_confidence", "snr_estimate", "runtime_s", "version", "report"])
+    + ["warnings", "localisation", "localisation_confidence", "snr_estimate"]
+    + ["manufacturer", "field_strength_t", "echo_times_s", "runtime_s", "version", "report"])
 #: Group names taken as the reference group of a comparison (lower case).
 CONTROL_NAMES = ("control", "controls", "hc", "healthy", "healthy control", "cn", "nc")
 #: Bootstrap resamples and seed of the effect size's confidence interval: 2000 resamples keep the
@@ -64,6 +65,11 @@ def _metrics_row(m: dict) -> dict:
     qc = m.get("qc") or {}
     row.update(warnings=len(m.get("warnings") or []), localisation=qc.get("localisation"),
                localisation_confidence=qc.get("localisation_confidence"), snr_estimate=qc.get("snr_estimate"))
+    # What the scanner headers / BIDS sidecars said (metrics qc.input; empty for plain files).
+    acq = qc.get("input") or {}
+    tes = acq.get("echo_times_s") or []
+    row.update(manufacturer=acq.get("manufacturer"), field_strength_t=acq.get("field_strength_t"),
+               echo_times_s=" ".join(f"{t:g}" for t in tes) or None)
     return row
 
 
