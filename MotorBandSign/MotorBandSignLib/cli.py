@@ -279,14 +279,7 @@ def cmd_run(a) -> int:
                               if v is not None and v.meta.get("dicom_files")), None)
                 dicom_sources = require_dicom_sources(files, f"--{'bids' if a.bids else ('swi' if a.swi else 'dicom')} "
                                                       f"{scanner}")
-            progress = TerminalProgress()
-            result = pipeline.run(inputs, params, progress=progress)
-            outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress,
-                                  dicom_sources=dicom_sources)
-            if bids:
-                from .bids_out import write_derivatives
-
-                write_derivatives(result, a.bids_derivatives, *bids)
+            result = _run_and_write(a, inputs, params, dicom_sources, bids)
         print(_summary(result, Path(a.out)))
         return EXIT_OK
     with outputs.output_lock(a.out):
@@ -327,16 +320,23 @@ def cmd_run(a) -> int:
         ref = mag if mag.array.ndim == 3 else mag.with_array(mag.array[0])
         if a.ribbon:
             inputs.ribbon = outputs.read_ribbon(a.ribbon, ref)
-        progress = TerminalProgress()
-        result = pipeline.run(inputs, params, progress=progress)
-        outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress,
-                              dicom_sources=dicom_sources)
-        if bids:
-            from .bids_out import write_derivatives
-
-            write_derivatives(result, a.bids_derivatives, *bids)
+        result = _run_and_write(a, inputs, params, dicom_sources, bids)
     print(_summary(result, Path(a.out)))
     return EXIT_OK
+
+
+def _run_and_write(a, inputs, params, dicom_sources, bids):
+    """The pipeline with a terminal progress bar, then the outputs (and BIDS derivatives when asked)."""
+    from . import outputs, pipeline
+
+    progress = TerminalProgress()
+    result = pipeline.run(inputs, params, progress=progress)
+    outputs.write_outputs(result, a.out, with_scene=not a.no_scene, progress=progress, dicom_sources=dicom_sources)
+    if bids:
+        from .bids_out import write_derivatives
+
+        write_derivatives(result, a.bids_derivatives, *bids)
+    return result
 
 
 def cmd_measure(a) -> int:

@@ -15,18 +15,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Testing/, so that `phantoms` imports
 
 
+def bench_case(quick: bool):
+    """The case the whole-pipeline benchmarks run: the 1 mm demo, or a 2 mm bilateral phantom with --quick."""
+    from phantoms import simulate as phantom
+
+    if quick:
+        return phantom.generate_case(phantom.PhantomConfig(seed=7, band="bilateral", voxel_mm=(2.0, 2.0, 2.0)))
+    return phantom.demo_case()
+
+
 def main(argv=None) -> int:
     from MotorBandSignLib import outputs, pipeline
     from MotorBandSignLib.params import Parameters
-    from phantoms import simulate as phantom
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args(argv)
-    if a.quick:
-        case = phantom.generate_case(phantom.PhantomConfig(seed=7, band="bilateral", voxel_mm=(2.0, 2.0, 2.0)))
-    else:
-        case = phantom.demo_case()
+    case = bench_case(a.quick)
     shape = case.magnitude.shape
     t0 = time.perf_counter()
     res = pipeline.run(pipeline.Inputs(magnitude=case.magnitude, phase=case.phase), Parameters(localisation="atlas"))

@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Testing/, so that `phantoms` imports
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_pipeline import bench_case  # noqa: E402  (the same case as the whole-pipeline benchmark)
 
 TARGET_S = 5.0
 
@@ -40,15 +43,11 @@ def _erase_sphere(seg_node, swi_node, reference, center_kji, radius_mm: float) -
 def main(argv=None) -> int:
     from MotorBandSignLib import mrml, slicer_logic
     from MotorBandSignLib.params import Parameters
-    from phantoms import simulate as phantom
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args(argv)
-    if a.quick:
-        case = phantom.generate_case(phantom.PhantomConfig(seed=7, band="bilateral", voxel_mm=(2.0, 2.0, 2.0)))
-    else:
-        case = phantom.demo_case()
+    case = bench_case(a.quick)
     scene = mrml.new_headless_scene()
     mag = mrml.node_from_volume(case.magnitude, scene, name="magnitude")
     ph = mrml.node_from_volume(case.phase, scene, name="phase")
