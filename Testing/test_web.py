@@ -149,10 +149,17 @@ def _table(page) -> dict:
     return rows
 
 
-def _axial_box(page) -> dict:
-    """Bounding box of the largest view (the axial one in this layout)."""
-    boxes = [b for b in (el.bounding_box() for el in page.query_selector_all(".layout-grid-container img")) if b]
-    assert boxes, "no view images on the page"
+def _axial_box(page, timeout_s: float = 60) -> dict:
+    """Bounding box of the largest view (the axial one in this layout), waiting until the views'
+    images are on the page (the first render streams in after the scene is loaded; on a busy
+    machine that took longer than the status line)."""
+    deadline = time.time() + timeout_s
+    while True:
+        boxes = [b for b in (el.bounding_box() for el in page.query_selector_all(".layout-grid-container img")) if b]
+        if boxes or time.time() > deadline:
+            break
+        page.wait_for_timeout(500)
+    assert boxes, f"no view images on the page after {timeout_s:.0f} s"
     return max(boxes, key=lambda b: b["width"] * b["height"])
 
 
