@@ -64,7 +64,8 @@ def robust_reference(values: np.ndarray) -> tuple[float, float]:
 
 
 def z_map(image: np.ndarray, ribbon: np.ndarray, regions: np.ndarray | None = None,
-          depth: np.ndarray | None = None, min_control: int = MIN_CONTROL_VOXELS) -> np.ndarray:
+          depth: np.ndarray | None = None, min_control: int = MIN_CONTROL_VOXELS,
+          measured: np.ndarray | None = None) -> np.ndarray:
     """Robust darkness z-score of every ribbon voxel against its hemisphere's control cortex.
 
     Parameters
@@ -77,6 +78,9 @@ def z_map(image: np.ndarray, ribbon: np.ndarray, regions: np.ndarray | None = No
         1 medial, 2 intermediate, 3 lateral on bank and control voxels.
     depth : ndarray of float, optional
         Cortical depth (mm) for matched-depth references.
+    measured : ndarray of bool, optional
+        Control voxels outside it give no reference (the ribbon's drawn-only layer); every
+        ribbon voxel still gets a z.
 
     Returns
     -------
@@ -86,8 +90,10 @@ def z_map(image: np.ndarray, ribbon: np.ndarray, regions: np.ndarray | None = No
     rib = np.asarray(ribbon)
     z = np.zeros(img.shape, np.float32)
     for side in ("left", "right"):
+        members = (rib == BANK[side]) | (rib == CONTROL[side])
         ctrl = rib == CONTROL[side]
-        members = (rib == BANK[side]) | ctrl
+        if measured is not None:
+            ctrl &= np.asarray(measured, bool)
         if ctrl.sum() < min_control:
             continue
         # Strata: region (if given) x depth bin (if given); each falls back to the hemisphere.

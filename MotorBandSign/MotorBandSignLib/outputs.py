@@ -355,6 +355,10 @@ def save_state(result, path: Path) -> None:
         arrays["wm_prob"] = result.wm_prob.astype(np.float16)
     if result.depth is not None:
         arrays["depth"] = result.depth.astype(np.float32)
+    if result.measured is not None:
+        arrays["measured"] = np.asarray(result.measured, bool)
+    if result.diffuse_labels is not None:
+        arrays["diffuse_labels"] = np.asarray(result.diffuse_labels, np.uint8)
     side = {"params": result.params.to_dict(), "qc": result.qc, "timings": result.timings,
             "warnings": result.warnings}
     arrays["json"] = np.frombuffer(json.dumps(side, default=_json_default).encode(), dtype=np.uint8)
@@ -399,7 +403,7 @@ def load_result(out_dir):
         swi_corrected=st["swi_corrected"], magnitude_corrected=st["magnitude_corrected"],
         gm_prob=st["gm_prob"].astype(np.float32) if "gm_prob" in st else None,
         wm_prob=st["wm_prob"].astype(np.float32) if "wm_prob" in st else None,
-        depth=st.get("depth"))
+        depth=st.get("depth"), measured=st.get("measured"), diffuse_labels=st.get("diffuse_labels"))
 
 
 def read_ribbon(path, reference: Volume) -> Volume:

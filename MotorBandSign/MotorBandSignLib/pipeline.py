@@ -98,6 +98,9 @@ class Result:
     depth: np.ndarray | None = None
     #: Cortex sampled by the diffuse flag when it is not the ribbon's control (sulcal route).
     diffuse_labels: np.ndarray | None = None
+    #: Where ribbon voxels are measured (bool, whole grid; None = everywhere): on the sulcal route
+    #: the layer on the image's white matter is drawn but not measured (ribbon.Ribbon.measured).
+    measured: np.ndarray | None = None
 
 
 def checked_ribbon_labels(array: np.ndarray, name: str) -> np.ndarray:
@@ -315,8 +318,11 @@ def measure(result_like: dict, ribbon_vol: Volume, regions_vol: Volume, p: Param
     rib = ribbon_vol.array
     reg = regions_vol.array if regions_vol is not None else None
     depth = result_like.get("depth")
-    z_swi = heatmap.z_map(result_like["swi_corrected"], rib, reg, depth)
-    z_mag = heatmap.z_map(result_like["magnitude_corrected"], rib, reg, depth)
+    measured = result_like.get("measured")
+    z_swi = heatmap.z_map(result_like["swi_corrected"], rib, reg, depth, measured=measured)
+    z_mag = heatmap.z_map(result_like["magnitude_corrected"], rib, reg, depth, measured=measured)
+    if measured is not None:       # scores on the measured part of the drawn ribbon only
+        rib = np.where(measured, rib, 0).astype(rib.dtype)
     dlab = result_like.get("diffuse_labels")
     wm = _wm_reference(rib if dlab is None else dlab, result_like["brain"], ribbon_vol.spacing_kji,
                        result_like.get("wm_prob"), result_like.get("gm_prob"))
@@ -424,7 +430,7 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
         say(0.35, "Using the given ribbon segmentation")
         rib_v = grid.with_array(checked_ribbon_labels(inputs.ribbon.array, inputs.ribbon.name), "Ribbon")
         reg_v = ribbon_mod.regions_for(rib_v, None)
-        depth = None
+        depth = measured = None
         qc["localisation"] = "segmentation"
     else:
         say(0.35, "Locating the precentral and postcentral gyri")
@@ -449,6 +455,9 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
         rb = ribbon_mod.build_ribbon(anat, bank_depth_mm=p.bank_depth_mm, hand_knob_ras=inputs.hand_knob_ras)
         rib_v, reg_v = rb.labels, rb.regions
         depth = rb.depth.array if rb.depth is not None else None
+        measured = rb.measured
+        if measured is not None:
+            qc["measured_voxels"] = rb.info.get("measured_voxels")
         # the diffuse flag samples the atlas route's control cortex (see scoring.DIFFUSE_CORTEX_TO_WM)
         diffuse_labels = rb.atlas_labels
         warnings.extend(rb.warnings)
@@ -463,7 +472,7 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
     mag_c = heatmap.bias_corrected(mag_v.array, brain, mag.spacing_kji)
     cache = {"swi_corrected": swi_c, "magnitude_corrected": mag_c, "brain": brain, "depth": depth,
              "gm_prob": gm.array if gm is not None else None, "wm_prob": wm.array if wm is not None else None,
-             "diffuse_labels": diffuse_labels}
+             "diffuse_labels": diffuse_labels, "measured": measured}
     z_swi, z_mag, metrics = measure(cache, rib_v, reg_v, p)
     if inputs.ribbon is not None:
         require_measured(metrics, rib_v.array, inputs.ribbon.name)
@@ -478,7 +487,7 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
         heatmap_magnitude=grid.with_array(z_mag, "Hypointensity z (magnitude)"), metrics=metrics,
         warnings=warnings, params=p, anatomy=anat, qc=qc, timings=timings,
         swi_corrected=swi_c, magnitude_corrected=mag_c, gm_prob=cache["gm_prob"], wm_prob=cache["wm_prob"],
-        depth=depth, diffuse_labels=diffuse_labels)
+        depth=depth, diffuse_labels=diffuse_labels, measured=measured)
 
 
 def _finish_metrics(metrics, warnings, p, qc, timings):
@@ -530,7 +539,7 @@ def remeasure(result: Result, ribbon_labels: Volume, params: Parameters | None =
     depth = _depth_for(rib, result.depth)
     cache = {"swi_corrected": result.swi_corrected, "magnitude_corrected": result.magnitude_corrected,
              "brain": result.brain_mask.array > 0, "gm_prob": result.gm_prob, "wm_prob": result.wm_prob,
-             "depth": depth, "diffuse_labels": result.diffuse_labels}
+             "depth": depth, "diffuse_labels": result.diffuse_labels, "measured": result.measured}
     z_swi, z_mag, metrics = measure(cache, rib_v, reg_v, p)
     require_measured(metrics, rib, ribbon_labels.name)
     warnings = [w for w in result.warnings if "could not be measured" not in w and "outside the coverage" not in w]

@@ -111,6 +111,10 @@ class Ribbon:
     #: On the sulcal route: the ribbon the atlas labels alone give (labels 1..4), built once for
     #: the low-confidence fallback and for the diffuse flag's cortex sample.
     atlas_labels: np.ndarray | None = None
+    #: Where a ribbon voxel is measured (bool, whole grid), or None for everywhere. On the sulcal
+    #: route the voxel layer on the white matter found on the image is drawn (it is part of the
+    #: bank) but not measured (sulci.BANK_WM_GAP_MM).
+    measured: np.ndarray | None = None
 
 
 def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, control_gap_mm: float = CONTROL_GAP_MM,
@@ -161,16 +165,19 @@ def build_ribbon(anatomy, *, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, contr
             return dataclasses.replace(rb, atlas_labels=legacy.labels.array)
         # where the sulcus found on the image is doubtful, the atlas's labels decide that side
         out, dep = rb.labels.array.copy(), rb.depth.array.copy()
+        measured = None if rb.measured is None else rb.measured.copy()
         for side in low:
             v = _BANK[side]
             out[np.isin(out, (v, v + 2))] = 0
             take = np.isin(legacy.labels.array, (v, v + 2)) & (out == 0)
             out[take] = legacy.labels.array[take]
             dep[take] = legacy.depth.array[take]
+            if measured is not None:
+                measured[take] = True        # the atlas's ribbon is measured whole, as drawn
         labels = grid.with_array(out, "ribbon")
         info = dict(rb.info, atlas_sides=low)
         return Ribbon(labels, regions_for(labels, anatomy, hand_knob_ras=hk), grid.with_array(dep, rb.depth.name),
-                      rb.warnings + legacy.warnings, info, legacy.labels.array)
+                      rb.warnings + legacy.warnings, info, legacy.labels.array, measured)
     lab = grid.array
     sp = grid.spacing_kji
     cortex = (anatomy.gm_prob.array >= gm_threshold) & (anatomy.brain_mask.array > 0)
@@ -283,15 +290,16 @@ def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
     lab = grid.array
     if bank_depth_mm is None:
         bank_depth_mm = sulci.DEFAULT_BANK_DEPTH_MM
-    bank_ok = ctrl_ok = None
+    bank_ok = ctrl_ok = measured = None
     if anatomy.source == "parcellation":
         bank_ok, ctrl_ok = np.isin(lab, (1, 2)), np.isin(lab, (3, 4))
     elif getattr(anatomy, "wm_distance", None) is not None:
         # both walls: the cortex within one cortical thickness of their white matter, so the
-        # sulcal CSF of an open sulcus stays out, less the partial-volume layer on the white
-        # matter (see sulci.BANK_WM_MM, sulci.BANK_WM_GAP_MM)
+        # sulcal CSF of an open sulcus stays out (sulci.BANK_WM_MM); the partial-volume layer on
+        # the white matter is drawn but not measured (sulci.BANK_WM_GAP_MM)
         d_wm = anatomy.wm_distance
-        bank_ok = ctrl_ok = (d_wm > sulci.BANK_WM_GAP_MM) & (d_wm <= sulci.BANK_WM_MM)
+        bank_ok = ctrl_ok = (d_wm > 0) & (d_wm <= sulci.BANK_WM_MM)
+        measured = d_wm > sulci.BANK_WM_GAP_MM
     out, depth = sulci.bank_from_sulcus(
         anatomy.sulcus.midline, anatomy.anterior_score, anatomy.brain_mask.array > 0, grid.spacing_kji,
         hull_depth=anatomy.hull_depth, bank_depth_mm=bank_depth_mm,
@@ -306,7 +314,10 @@ def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
     info = {"voxels": {SEGMENT_NAMES[v]: int((out == v).sum()) for v in SEGMENT_NAMES},
             "bank_depth_mm": bank_depth_mm, "source": "sulcus",
             "confidence": dict(anatomy.sulcus.confidence)}
-    return Ribbon(labels, regions, grid.with_array(depth, "depth from the sulcal midline (mm)"), warnings, info)
+    if measured is not None:
+        info["measured_voxels"] = {SEGMENT_NAMES[v]: int(((out == v) & measured).sum()) for v in SEGMENT_NAMES}
+    return Ribbon(labels, regions, grid.with_array(depth, "depth from the sulcal midline (mm)"), warnings, info,
+                  measured=measured)
 
 
 def _bbox(mask, pad, shape):

@@ -134,12 +134,14 @@ DEFAULT_BANK_DEPTH_MM = 3.0
 #: white matter, is not measured as cortex. Geometric, not an intensity class of the measured
 #: image: an iron band makes cortex darker, farther from white matter's level, never white matter.
 BANK_WM_MM = 3.0
-#: ...and at least this far (mm) from it: the voxel layer touching white matter is a partial
-#: volume of cortex and white matter, which is brighter than cortex on SWI and dilutes a band
-#: (bank / control ratio of a 0.05 ppm band on the development cases, clab / S1 seed 1:
-#: 0.94 / 0.89 and 0.81 / 0.88 with that layer, 0.87 / 0.82 and 0.76 / 0.82 without it, no-band
-#: hemispheres 0.99-1.04 either way; ribbon Dice 0.48 -> 0.41 on those cases). A precision-for-
-#: recall trade: the measured bank is purer, the drawn bank thinner. Development choice, provisional.
+#: Bank and control voxels closer than this (mm) to that white matter are drawn but not
+#: measured: the voxel layer touching white matter is a partial volume of cortex and white
+#: matter, which is brighter than cortex on SWI and dilutes a band (bank / control ratio of a
+#: 0.05 ppm band on the development cases, clab / S1 seed 1: 0.94 / 0.89 and 0.81 / 0.88 with that
+#: layer, 0.87 / 0.82 and 0.76 / 0.82 without it, no-band hemispheres 0.99-1.04 either way). The
+#: layer belongs to the bank, so it stays in the drawn ribbon (ribbon Dice, clab and S1 seeds 1-2,
+#: mean of 8 hemispheres: 0.42 with the layer left out of the drawing, 0.50 with it drawn).
+#: Development choice, provisional.
 BANK_WM_GAP_MM = 1.0
 #: Control voxels start this far from the midline (mm): about one voxel of a 1-1.5 mm SWI, so a
 #: band's partial volume across a closed sulcus does not reach the control.

