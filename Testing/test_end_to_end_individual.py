@@ -95,3 +95,32 @@ def test_parcellation_route_puts_the_bank_on_the_sulcal_wall(run, brain):
         dice = 2 * np.sum(got & true) / (got.sum() + true.sum())
         assert dice >= 0.65, (side, round(float(dice), 3), int(got.sum()), int(true.sum()))
         assert np.sum(rb.labels.array == h + 2) > got.sum()   # control cortex was placed too
+
+
+@pytest.mark.parametrize("brain", BRAINS)
+def test_layer_on_white_matter_is_drawn_but_not_measured(run, brain, tmp_path):
+    """On the sulcal route the bank's voxel layer on the image's white matter is part of the drawn
+    ribbon but not of the numbers (sulci.BANK_WM_GAP_MM): erasing it from the ribbon and
+    re-measuring gives the same scores, and the written result keeps the distinction."""
+    import numpy as np
+
+    from MotorBandSignLib import outputs
+
+    _, res = run(brain, "none")
+    rib = res.ribbon.array
+    assert res.measured is not None and res.measured.shape == rib.shape
+    for v in (1, 2, 3, 4):
+        drawn = rib == v
+        core = drawn & res.measured
+        assert 0 < core.sum() < drawn.sum(), (v, int(core.sum()), int(drawn.sum()))
+    # every drawn voxel gets a heatmap value, the unmeasured ones too
+    layer = (rib > 0) & ~res.measured
+    assert np.count_nonzero(res.heatmap.array[layer]) > 0.9 * layer.sum()
+    core_only = pipeline.remeasure(res, res.ribbon.with_array(np.where(res.measured, rib, 0).astype(np.uint8)))
+    for side in ("left", "right"):
+        a, b = res.metrics["hemispheres"][side], core_only.metrics["hemispheres"][side]
+        assert a["band_contrast"] == b["band_contrast"] and a["z_median"] == b["z_median"], side
+    outputs.save_state(res, tmp_path / "state.npz")
+    with np.load(tmp_path / "state.npz") as z:
+        assert np.array_equal(z["measured"], res.measured)
+        assert np.array_equal(z["diffuse_labels"], res.diffuse_labels)

@@ -2,8 +2,9 @@
 
 Cases are simulated on real individual brains that are not the registration template
 (:mod:`phantoms.individual`: clabtoolkit's labelled subject and pycortex's S1), with truth from
-each brain's own anatomy. The whole pipeline runs on magnitude + phase only (the atlas route), or
-with ``--parcellation`` on magnitude + phase + the brain's own label volume.
+each brain's own anatomy. The whole pipeline runs on magnitude + phase only (the atlas route),
+with ``--t1`` on magnitude + phase + the brain's own T1, or with ``--parcellation`` on
+magnitude + phase + the brain's own label volume.
 
 Printed:
 
@@ -14,12 +15,12 @@ Printed:
    their hemispheres (regions for the regional threshold) -- and applied to the brain left out.
    Sensitivity and specificity of the hemisphere call at each band level, and its ROC AUC (the
    score is 1 - ratio, so threshold-free), are reported on left-out brains only;
-3. the diffuse flag and the pattern accuracy per scenario; the runtime per case.
+3. the diffuse flag and the pattern accuracy per scenario; the runtime per case and per step.
 
 Targets (issue 11): Dice >= 0.7 per hemisphere; sensitivity >= 0.95 at >= 0.05 ppm and
 specificity >= 0.95; focal bands in the right region; ageing flagged, never called a band.
 
-    python Testing/benchmarks/bench_individual.py [--quick] [--seeds 1 2] [--json out.json]
+    python Testing/benchmarks/bench_individual.py [--quick] [--seeds 1 2] [--t1 | --parcellation] [--json out.json]
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def dice(a, b) -> float:
     return round(2.0 * float((a & b).sum()) / s, 3) if s else float("nan")
 
 
-def run_case(brain: str, scenario: str, seed: int, parcellation: bool = False) -> dict:
+def run_case(brain: str, scenario: str, seed: int, parcellation: bool = False, t1: bool = False) -> dict:
     from phantoms import individual
 
     from MotorBandSignLib import pipeline
@@ -75,6 +76,8 @@ def run_case(brain: str, scenario: str, seed: int, parcellation: bool = False) -
     if parcellation:   # the brain's own aparc-like labels (FreeSurfer numbers): the --parcellation route
         res = pipeline.run(pipeline.Inputs(magnitude=c.magnitude, phase=c.phase, parcellation=c.parcellation),
                            Parameters(labels="freesurfer"))
+    elif t1:           # the brain's own T1 (posed like it): the --t1 route
+        res = pipeline.run(pipeline.Inputs(magnitude=c.magnitude, phase=c.phase, t1=c.t1), Parameters())
     else:
         res = pipeline.run(pipeline.Inputs(magnitude=c.magnitude, phase=c.phase), Parameters())
     m = res.metrics
@@ -183,7 +186,11 @@ def main(argv=None) -> int:
     ap.add_argument("--parcellation", action="store_true",
                     help="the --parcellation route with each brain's own labels (target Dice >= 0.8) instead of the "
                          "atlas route")
+    ap.add_argument("--t1", action="store_true",
+                    help="the --t1 route (the sulcus found on each brain's own T1) instead of the magnitude-only route")
     a = ap.parse_args(argv)
+    if a.t1 and a.parcellation:
+        ap.error("give --t1 or --parcellation, not both")
     seeds = a.seeds or ([1] if a.quick else [1, 2, 3])
     scen = tuple(a.scenarios) if a.scenarios else (QUICK if a.quick else tuple(SCENARIOS))
     rows = []
@@ -191,7 +198,7 @@ def main(argv=None) -> int:
     for brain in a.brains:
         for name in scen:
             for seed in seeds:
-                r = run_case(brain, name, seed, parcellation=a.parcellation)
+                r = run_case(brain, name, seed, parcellation=a.parcellation, t1=a.t1)
                 rows.append(r)
                 print(f"{brain:12s} {name:22s} {seed:4d}  {r['dice'][0]:6.3f} {r['dice'][1]:6.3f}  "
                       f"{r['ratio']['left'] or float('nan'):7.3f} {r['ratio']['right'] or float('nan'):7.3f}  "
@@ -199,10 +206,15 @@ def main(argv=None) -> int:
                       f"{r['seconds']:5.0f}", flush=True)
     ev = evaluate(rows, a.brains)
     print(f"\nDice per brain (mean over cases; target >= {0.8 if a.parcellation else 0.7}; "
-          f"{'parcellation' if a.parcellation else 'atlas'} route):")
+          f"{'parcellation' if a.parcellation else 't1' if a.t1 else 'atlas'} route):")
     for brain in a.brains:
         d = np.array([r["dice"] for r in rows if r["brain"] == brain], float)
         print(f"  {brain:12s} left {np.nanmean(d[:, 0]):.3f}  right {np.nanmean(d[:, 1]):.3f}  (min {np.nanmin(d):.3f})")
+    steps = [k for k in rows[0]["timings"]] if rows else []
+    print("Time per pipeline step (s, median / max over the cases; target: the whole pipeline <= 60 s for a "
+          "1 mm brain on 2 cores, 'total'):")
+    print("  " + "  ".join(f"{k} {np.median([r['timings'].get(k, np.nan) for r in rows]):.1f} / "
+                           f"{np.max([r['timings'].get(k, np.nan) for r in rows]):.1f}" for k in steps))
     print("Leave-one-brain-out thresholds (fitted on the other brains):")
     for held, th in ev["folds"].items():
         print(f"  held out {held:12s} band_ratio {th['band_ratio']}  region_band_ratio {th['region_band_ratio']}  "
