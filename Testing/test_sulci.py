@@ -172,3 +172,27 @@ def test_oriented_normals_follow_a_fold():
     assert overhang.sum() > 20 and np.mean(agree[overhang] > 0.5) > 0.9, np.mean(agree[overhang] > 0.5)
     # flipping the rough direction flips every normal
     np.testing.assert_allclose(sulci.oriented_normals(pts, -toward, SP), -n, atol=1e-9)
+
+
+def test_sheet_parts_not_facing_the_precentral_gyrus_bound_no_wall():
+    """The central sulcus's sheet (plane y = 0, anterior +y) with another sulcus joined to it at
+    right angles (plane x = 0 for y > 0, running anterior-posterior): the joined piece's walls face
+    left and right, not the precentral gyrus, so they get neither bank nor control
+    (sulci.SHEET_FACING_COSINE); the central sulcus keeps both walls."""
+    shape = (20, 40, 60)                                  # k = z, j = y, i = x
+    z, y, x = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]) - 20.0, np.arange(shape[2]) - 30.0,
+                          indexing="ij")
+    sheet = np.zeros(shape, np.uint8)
+    sheet[(y == 0) & (np.abs(x) <= 25)] = 1               # the central sulcus
+    sheet[(x == 0) & (y > 0) & (y <= 15)] = 1             # a sulcus joined to it, across
+    brain = np.ones(shape, bool)
+    hull = np.full(shape, 10.0, np.float32)               # flat: no fundus limit in play
+    labels, _ = sulci.bank_from_sulcus(sheet, y.astype(np.float32), brain, SP, hull_depth=hull, bank_depth_mm=3.0)
+    bank, ctrl = labels == 1, labels == 3
+    # along the central sulcus, away from the junction: both walls, 3 voxels deep each
+    far = (np.abs(x) >= 8) & (np.abs(x) <= 25)
+    assert np.array_equal(bank & far, far & (y >= 1) & (y <= 3))
+    assert np.array_equal(ctrl & far, far & (y <= -1) & (y >= -3))
+    # beside the joined sulcus, beyond the central sulcus's own walls: nothing
+    beside = (y >= 5) & (np.abs(x) <= 3)
+    assert not labels[beside].any(), int(np.count_nonzero(labels[beside]))
