@@ -65,9 +65,10 @@ def test_bias_correction_flattens_a_smooth_gradient():
 # Darkenings chosen against the thresholds: a band whose bank / control ratio lies midway
 # between the region threshold and the grade-2 ratio (grade 1), one 0.05 below the grade-2 ratio
 # (grade 2), none at all.
-assert scoring.GRADE2_RATIO < scoring.DEFAULT_REGION_BAND_RATIO
-MILD = 1.0 - 0.5 * (scoring.DEFAULT_REGION_BAND_RATIO + scoring.GRADE2_RATIO)
-MARKED = 1.0 - (scoring.GRADE2_RATIO - 0.05)
+G2 = scoring.grade2_ratio(scoring.DEFAULT_REGION_BAND_RATIO)
+assert G2 < scoring.DEFAULT_REGION_BAND_RATIO
+MILD = 1.0 - 0.5 * (scoring.DEFAULT_REGION_BAND_RATIO + G2)
+MARKED = 1.0 - (G2 - 0.05)
 
 
 @pytest.mark.parametrize("dl, dr, expected", [(MILD, MILD, "bilateral"), (MILD, 0.0, "left"),
@@ -160,8 +161,11 @@ def test_laterality_and_grade_helpers():
     assert scoring.laterality_index(1.05, 1.1) == 0.0
     assert scoring.laterality_index(0.7, 0.9) == 0.5
     assert scoring.laterality_index(None, 0.8) == -1.0
-    r, g2 = scoring.DEFAULT_REGION_BAND_RATIO, scoring.GRADE2_RATIO
-    assert [scoring.grade(c) for c in (None, r + 0.01, r, g2 - 0.01)] == [None, 0, 1, 2]
+    r, g2 = scoring.DEFAULT_REGION_BAND_RATIO, scoring.grade2_ratio(scoring.DEFAULT_REGION_BAND_RATIO)
+    assert [scoring.grade(c) for c in (None, r + 0.01, r, g2 + 0.01, g2, g2 - 0.01)] == [None, 0, 1, 1, 2, 2]
+    # grade 2 is a further margin below the normal limit, never above the absolute "marked" level
+    assert scoring.grade2_ratio(0.9) == scoring.GRADE2_RATIO
+    assert scoring.grade2_ratio(0.7) == pytest.approx(0.7 - scoring.GRADE2_MARGIN)
 
 
 def test_profiles_bin_by_height():

@@ -495,7 +495,7 @@ def verdict_html(result, region_band_ratio: float) -> str:
         parts.append(f"<p>Total regional grade: <b>{_e(tg)}</b> / 12 (3 regions \u00d7 2 hemispheres \u00d7 0-2, "
                      f"{n_meas} of {len(regs)} regions measured; grade 1 from a bank / control ratio "
                      f"\u2264 {_e(format(region_band_ratio, 'g'))}, grade 2 from "
-                     f"\u2264 {_e(format(scoring.GRADE2_RATIO, 'g'))}).</p>")
+                     f"\u2264 {_e(format(scoring.grade2_ratio(region_band_ratio), 'g'))}).</p>")
     n_warn = len(result.warnings or [])
     if n_warn:
         parts.append(f'<p class="warn">{n_warn} quality warning{"s" if n_warn != 1 else ""}: read them below '

@@ -24,18 +24,22 @@ DEFAULT_Z_THRESHOLD = 2.0
 #: no-band cases (normal, ageing-like diffuse) on individual brains by the procedure in
 #: Testing/benchmarks/bench_individual.py: mean - 3 SD of the no-band hemispheres (regions),
 #: pooled over the development brains (clabtoolkit's subject and pycortex S1, seeds 1-2 of the
-#: normal, ageing-like and vein scenarios: 24 hemispheres, ratios 0.88-1.10); the
-#: leave-one-brain-out numbers are in the README. Refitted for the sulcal ribbon of this version
-#: (bank and control held to 1-3 mm from white matter). Research settings, not validated
-#: diagnostic cut-offs.
-DEFAULT_BAND_RATIO = 0.852
+#: normal, ageing-like and vein scenarios: 24 hemispheres, ratios 0.87-1.20, mean 1.011, SD
+#: 0.071); the leave-one-brain-out numbers are in the README. Refitted for the sulcal ribbon of
+#: this version (measured 1-3 mm from white matter, only where the sheet faces the precentral
+#: gyrus). Research settings, not validated diagnostic cut-offs.
+DEFAULT_BAND_RATIO = 0.798
 #: The same for one somatotopic region (fewer voxels, so a wider normal range).
-DEFAULT_REGION_BAND_RATIO = 0.794
+DEFAULT_REGION_BAND_RATIO = 0.731
 #: Regional grade 2 ("marked") at or below this ratio; grade 1 ("mild") at or below the region
 #: threshold. In the spirit of the 0-2 per region x hemisphere scales (MCLI; Zejlon et al.
 #: 2024, Ann Clin Transl Neurol 11:1280, medial / intermediate / lateral regions): a bank a
 #: quarter darker than its control is what a 0.08 ppm band gives at TE 20 ms (BRIEF.md).
 GRADE2_RATIO = 0.75
+#: ...and at least this far below the normal limit it is graded against: about one SD of the
+#: regional normal range (0.096 in the fit above), so that grade 2 means darker than normal by a
+#: further SD and grade 1 stays possible when the normal limit lies below GRADE2_RATIO.
+GRADE2_MARGIN = 0.10
 #: Fewest bank voxels (per region) to measure it; fewer -> "not measured" (e.g. out of
 #: coverage). 20 voxels keep the median's standard error under a quarter of the voxel SD
 #: (SE of a median ~ 1.25 SD / sqrt(n), Kenney & Keeping 1962) - a statistical floor, not a
@@ -90,12 +94,18 @@ def _stats(img, z_swi, z_mag, bank, ctrl, z_threshold, voxel_ml):
     return out
 
 
-def grade(contrast, region_band_ratio: float = DEFAULT_REGION_BAND_RATIO,
-          grade2_ratio: float = GRADE2_RATIO) -> int | None:
-    """0-2 grade of a region from its bank / control ratio (None if not measured)."""
+def grade2_ratio(band_ratio: float) -> float:
+    """Ratio at or below which a bank graded against the limit ``band_ratio`` is grade 2."""
+    return round(min(GRADE2_RATIO, band_ratio - GRADE2_MARGIN), 4)
+
+
+def grade(contrast, region_band_ratio: float = DEFAULT_REGION_BAND_RATIO, marked: float | None = None) -> int | None:
+    """0-2 grade from a bank / control ratio (None if not measured): 1 at or below the normal
+    limit ``region_band_ratio``, 2 at or below ``marked`` (default: :func:`grade2_ratio` of it)."""
     if contrast is None:
         return None
-    return 2 if contrast <= min(grade2_ratio, region_band_ratio) else (1 if contrast <= region_band_ratio else 0)
+    g2 = grade2_ratio(region_band_ratio) if marked is None else min(marked, region_band_ratio)
+    return 2 if contrast <= g2 else (1 if contrast <= region_band_ratio else 0)
 
 
 def laterality_index(contrast_left, contrast_right) -> float:
@@ -134,7 +144,8 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
         h = _stats(swi_img, z_swi, z_mag, bank, ctrl, z_threshold, voxel_ml)
         h["band_present"] = bool(h["measured"] and h["band_contrast"] is not None
                                  and h["band_contrast"] <= band_ratio)
-        h["grade"] = grade(h["band_contrast"], band_ratio, min(GRADE2_RATIO, band_ratio))
+        # the whole bank: grade 1 against its own limit, grade 2 at the regions' "marked" level
+        h["grade"] = grade(h["band_contrast"], band_ratio, grade2_ratio(region_band_ratio))
         ratio = None
         if wm_reference is not None:
             dctrl = dlab == CONTROL[side]
@@ -176,7 +187,7 @@ def score(swi_img: np.ndarray, z_swi: np.ndarray, ribbon: np.ndarray, regions: n
         "hemispheres": hemis,
         "thresholds": {"statistic": "bank / control median ratio on bias-corrected SWI",
                        "band_ratio": band_ratio, "region_band_ratio": region_band_ratio,
-                       "grade2_ratio": GRADE2_RATIO, "z_threshold": z_threshold,
+                       "grade2_ratio": grade2_ratio(region_band_ratio), "z_threshold": z_threshold,
                        "diffuse_cortex_to_wm": diffuse_ratio, "provisional": True},
     }
 
