@@ -124,3 +124,21 @@ def test_layer_on_white_matter_is_drawn_but_not_measured(run, brain, tmp_path):
     with np.load(tmp_path / "state.npz") as z:
         assert np.array_equal(z["measured"], res.measured)
         assert np.array_equal(z["diffuse_labels"], res.diffuse_labels)
+
+
+def test_parcellation_route_uses_its_own_thresholds_unless_given():
+    """The --parcellation route's bank has its own normal range (scoring.PARCELLATION_THRESHOLDS);
+    thresholds the user gives win."""
+    from MotorBandSignLib import scoring
+
+    case = individual.case(individual.IndividualConfig(brain="pycortex_s1", seed=7, voxel_mm=(1.5, 1.5, 1.5),
+                                                       band="bilateral", delta_chi_ppm=0.05))
+    inputs = pipeline.Inputs(magnitude=case.magnitude, phase=case.phase, parcellation=case.parcellation)
+    res = pipeline.run(inputs, Parameters(labels="freesurfer"))
+    th = res.metrics["thresholds"]
+    assert (th["band_ratio"], th["region_band_ratio"], th["diffuse_cortex_to_wm"]) == (
+        scoring.BAND_RATIO_PARCELLATION, scoring.REGION_BAND_RATIO_PARCELLATION, scoring.DIFFUSE_CORTEX_TO_WM_PARCELLATION)
+    assert scoring.BAND_RATIO_PARCELLATION != scoring.DEFAULT_BAND_RATIO
+    assert res.metrics["pattern"] == "bilateral", {s: res.metrics["hemispheres"][s]["band_contrast"] for s in ("left", "right")}
+    given = pipeline.remeasure(res, res.ribbon, Parameters(labels="freesurfer", band_ratio=0.5, region_band_ratio=0.5))
+    assert given.metrics["thresholds"]["band_ratio"] == 0.5 and given.metrics["pattern"] == "absent"

@@ -61,6 +61,12 @@ def test_gui_values_round_trip():
     # defaults survive the trip, and an empty labels field means "no preset"
     assert slicer_logic.parameters_from_gui(slicer_logic.gui_from_parameters(Parameters())).resolved() == Parameters().resolved()
     assert slicer_logic.parameters_from_gui({"labels": "  "}).labels is None
+    # thresholds left at the shown default stay "not given" (the parcellation route has its own);
+    # a changed one is kept
+    shown = slicer_logic.gui_from_parameters(Parameters())
+    back = slicer_logic.parameters_from_gui(shown)
+    assert (back.band_ratio, back.region_band_ratio, back.diffuse_ratio) == (None, None, None)
+    assert slicer_logic.parameters_from_gui(dict(shown, band_ratio=0.9)).band_ratio == 0.9
 
 
 def test_bad_gui_values_are_input_errors():

@@ -440,11 +440,13 @@ def run(inputs: Inputs, params: Parameters | None = None, progress=None, cancel=
             progress=lambda f, m: say(0.35 + 0.4 * f, m))
         warnings.extend(anat.warnings)
         qc["localisation"] = anat.source
-        if anat.source == "parcellation" and (params is None or params.diffuse_ratio is None):
-            # the diffuse flag's normal range on this route's own cortex and white matter (scoring)
-            from .scoring import DIFFUSE_CORTEX_TO_WM_PARCELLATION
+        if anat.source == "parcellation":
+            # the normal ranges of this route's own bank, control and white matter (scoring),
+            # where the user gave no threshold
+            from .scoring import PARCELLATION_THRESHOLDS
 
-            p = dataclasses.replace(p, diffuse_ratio=DIFFUSE_CORTEX_TO_WM_PARCELLATION)
+            given = params or Parameters()
+            p = dataclasses.replace(p, **{k: v for k, v in PARCELLATION_THRESHOLDS.items() if getattr(given, k) is None})
         if "sulcal" in anat.info:
             qc["sulcal"] = anat.info["sulcal"]
             qc["localisation_confidence"] = anat.info["sulcal"].get("confidence")

@@ -66,6 +66,18 @@ DIFFUSE_CORTEX_TO_WM = 0.842
 #: hemisphere, so the between-brain spread is what sets it (Testing/benchmarks/bench_individual.py
 #: --parcellation).
 DIFFUSE_CORTEX_TO_WM_PARCELLATION = 0.819
+#: The band thresholds of the --parcellation route, by the same procedure on that route's own
+#: no-band hemispheres (its bank is the labelled cortex facing the central sulcus, whose normal
+#: range is narrower than the sulcal route's): mean - 3 SD of 24 no-band hemispheres (clab and
+#: S1, seeds 1-2 of the normal, ageing-like and vein scenarios at 1 mm: 0.949-1.031, mean 0.992,
+#: SD 0.022) and of their 72 regions (mean 0.996, SD 0.031). Leave one brain out (README):
+#: specificity 0.97 (36 hemispheres), sensitivity 1.00 at 0.03, 0.05 and 0.08 ppm, focal bands
+#: found in their region (Testing/benchmarks/bench_individual.py --parcellation).
+BAND_RATIO_PARCELLATION = 0.926
+REGION_BAND_RATIO_PARCELLATION = 0.902
+#: What the pipeline uses on the --parcellation route where the user gave no threshold.
+PARCELLATION_THRESHOLDS = {"band_ratio": BAND_RATIO_PARCELLATION, "region_band_ratio": REGION_BAND_RATIO_PARCELLATION,
+                           "diffuse_ratio": DIFFUSE_CORTEX_TO_WM_PARCELLATION}
 
 REGION_NAMES = {1: "medial", 2: "intermediate", 3: "lateral"}
 #: The pattern when neither bank could be measured (never "absent", which is a finding).
