@@ -10,7 +10,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 #: each entry: the script and its own arguments (the individual-brain benchmark runs once per route)
 BENCHES = ["bench_swi.py", "bench_ribbon.py", "bench_detection.py", "bench_individual.py",
-           "bench_individual.py --parcellation", "bench_pipeline.py", "bench_cohort.py", "bench_remeasure.py"]
+           "bench_individual.py --t1", "bench_individual.py --parcellation", "bench_pipeline.py", "bench_cohort.py", "bench_remeasure.py"]
 
 
 def main() -> int:
