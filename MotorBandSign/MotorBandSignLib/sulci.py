@@ -143,7 +143,8 @@ BANK_WM_MM = 3.0
 #: layer, 0.87 / 0.82 and 0.76 / 0.82 without it, no-band hemispheres 0.99-1.04 either way). The
 #: layer belongs to the bank, so it stays in the drawn ribbon (ribbon Dice, clab and S1 seeds 1-2,
 #: mean of 8 hemispheres: 0.42 with the layer left out of the drawing, 0.50 with it drawn).
-#: Development choice, provisional.
+#: The distance is in mm: on grids coarser than 1 mm no voxel is that close. Development choice,
+#: provisional.
 BANK_WM_GAP_MM = 1.0
 #: Control voxels start this far from the midline (mm): about one voxel of a 1-1.5 mm SWI, so a
 #: band's partial volume across a closed sulcus does not reach the control.
