@@ -90,8 +90,8 @@ def z_map(image: np.ndarray, ribbon: np.ndarray, regions: np.ndarray | None = No
     rib = np.asarray(ribbon)
     z = np.zeros(img.shape, np.float32)
     for side in ("left", "right"):
-        members = (rib == BANK[side]) | (rib == CONTROL[side])
         ctrl = rib == CONTROL[side]
+        members = (rib == BANK[side]) | ctrl
         if measured is not None:
             ctrl &= np.asarray(measured, bool)
         if ctrl.sum() < min_control:

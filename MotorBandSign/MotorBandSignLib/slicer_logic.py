@@ -171,17 +171,15 @@ def parameters_from_gui(values: dict) -> Parameters:
             kwargs[spec.name] = spec.gui_type(v)
     # A threshold left at the default the panel shows stays "not given", so that the route's own
     # default applies (the --parcellation route has its own normal ranges; scoring).
+    from .scoring import PARCELLATION_THRESHOLDS
+
     shown = Parameters().resolved()
-    for name in ROUTE_DEFAULTS:
+    for name in PARCELLATION_THRESHOLDS:
         if name in kwargs and kwargs[name] == getattr(shown, name):
             kwargs[name] = None
     p = Parameters(**kwargs)
     p.validate()
     return p
-
-
-#: Parameters whose default depends on the localisation route (see pipeline.run).
-ROUTE_DEFAULTS = ("band_ratio", "region_band_ratio", "diffuse_ratio")
 
 
 def gui_from_parameters(p: Parameters) -> dict:

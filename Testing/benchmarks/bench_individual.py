@@ -73,13 +73,10 @@ def run_case(brain: str, scenario: str, seed: int, parcellation: bool = False, t
     over, sides, region = SCENARIOS[scenario]
     c = individual.case(individual.IndividualConfig(brain=brain, seed=seed, **over))
     t0 = time.perf_counter()
-    if parcellation:   # the brain's own aparc-like labels (FreeSurfer numbers): the --parcellation route
-        res = pipeline.run(pipeline.Inputs(magnitude=c.magnitude, phase=c.phase, parcellation=c.parcellation),
-                           Parameters(labels="freesurfer"))
-    elif t1:           # the brain's own T1 (posed like it): the --t1 route
-        res = pipeline.run(pipeline.Inputs(magnitude=c.magnitude, phase=c.phase, t1=c.t1), Parameters())
-    else:
-        res = pipeline.run(pipeline.Inputs(magnitude=c.magnitude, phase=c.phase), Parameters())
+    # the brain's own aparc-like labels (FreeSurfer numbers) or its own T1, posed like it
+    extra = {"parcellation": c.parcellation} if parcellation else {"t1": c.t1} if t1 else {}
+    res = pipeline.run(pipeline.Inputs(magnitude=c.magnitude, phase=c.phase, **extra),
+                       Parameters(labels="freesurfer" if parcellation else None))
     m = res.metrics
     rib = res.ribbon.array
     h = m["hemispheres"]
