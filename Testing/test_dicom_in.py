@@ -20,8 +20,9 @@ from MotorBandSignLib import cli, dicom_in, io
 from MotorBandSignLib.acquisition import VENDOR_SWI_NOTE
 from MotorBandSignLib.errors import InputError
 from MotorBandSignLib.volume import Volume
-from phantoms.dicom_series import (BAND_MAGNITUDE, complex_head, siemens_phase_integers, write_localiser, write_series,
-                                   write_vendor_export)
+from phantoms.dicom_series import (BAND_MAGNITUDE, PHILIPS_PHASE_INTERCEPT, PHILIPS_PHASE_SLOPE, complex_head,
+                                   siemens_phase_integers, write_enhanced, write_enhanced_export, write_localiser,
+                                   write_series, write_vendor_export)
 
 #: Scores of a DICOM run and of the NIfTI radians run of the same case agree within this
 #: (issue 13: "scores within 0.02"); the quantisation of stored integers is far below it.
@@ -168,6 +169,56 @@ def test_multi_echo_series_assemble_by_echo_time(case, tmp_path):
     # the rescaled values are the dcm2niix form of Siemens phase: 2 x stored - 4096
     assert np.array_equal(acq.phase.array, 2.0 * siemens_phase_integers(phases) - 4096)
     assert np.allclose(acq.magnitude.ijk_to_ras, case["aff"])
+
+
+@pytest.mark.parametrize("vendor", ["siemens", "philips"])
+def test_enhanced_multi_frame_export_scores_as_nifti_radians(vendor, case, reference, tmp_path):
+    """An Enhanced MR export (Siemens XA: a magnitude and a phase file; Philips: one file with
+    both), frames in shuffled order, runs like the classic export and the NIfTI input."""
+    paths = write_enhanced_export(tmp_path / "in", vendor, case["mag"], case["phase"], case["aff"])
+    before = _hashes(tmp_path / "in")
+    m = _run(tmp_path / "out", "--dicom", tmp_path / "in", ribbon=case["files"]["ribbon"])
+    assert _hashes(tmp_path / "in") == before
+    assert m["pattern"] == reference["pattern"] == "left"
+    ref, got = _scores(reference), _scores(m)
+    for k in ref:
+        assert (got[k] is None) if ref[k] is None else abs(got[k] - ref[k]) <= SCORE_TOLERANCE, (k, got[k], ref[k])
+    inp = m["qc"]["input"]
+    assert inp["echo_times_s"] == [0.02] and inp["field_strength_t"] == 3.0
+    roles = [(s["series_number"], s["role"], s["files"]) for s in inp["series_used"]]
+    if vendor == "siemens":
+        assert len(paths) == 2 and roles == [(5, "magnitude", 1), (6, "phase", 1)]
+        assert "Siemens 12-bit integers 0..4095 for one turn" in inp["phase_storage"]
+    else:
+        assert len(paths) == 1 and roles == [(5, "magnitude + phase", 1)]
+        assert "milliradians (Rescale Type mrad" in inp["phase_storage"]
+
+
+def test_enhanced_multi_echo_frames_assemble_by_echo_time_and_position(case, tmp_path):
+    """Every frame takes its echo, component, rescale and position from its functional groups."""
+    tes = (10.0, 20.0)
+    phases = np.stack([case["phase"] * (te / 20.0) for te in tes])
+    mags = np.stack([case["mag"], case["mag"] * 0.8])
+    write_enhanced_export(tmp_path, "philips", mags, phases, case["aff"], echo_times_ms=tes, shuffle_seed=3)
+    acq = dicom_in.read_dicom_folder(tmp_path)
+    assert acq.magnitude.array.shape == (2, 32, 40, 40) and acq.phase.array.shape == (2, 32, 40, 40)
+    assert acq.echo_times == (0.01, 0.02) and acq.phase_units == "radians"
+    assert np.allclose(acq.magnitude.array, np.round(mags / 2.5) * 2.5, atol=1e-3)
+    stored = np.clip(np.round((phases * 1000.0 - PHILIPS_PHASE_INTERCEPT) / PHILIPS_PHASE_SLOPE), 0, 4095)
+    assert np.allclose(acq.phase.array, (stored * PHILIPS_PHASE_SLOPE + PHILIPS_PHASE_INTERCEPT) / 1000.0, atol=1e-4)
+    assert np.allclose(acq.magnitude.ijk_to_ras, case["aff"])
+
+
+def test_multi_frame_file_without_functional_groups_is_skipped_with_the_reason(case, tmp_path, capsys):
+    part = dict(stored=np.round(case["mag"]).astype(np.int32), frame_type=("ORIGINAL", "PRIMARY", "M", "NONE"),
+                component="MAGNITUDE", echo_time_ms=20.0)
+    write_enhanced(tmp_path / "in" / "mf.dcm", [part], case["aff"], series_number=4, description="odd export",
+                   manufacturer="SIEMENS", functional_groups=False)
+    code, msg = _cli(capsys, "run", "--dicom", tmp_path / "in", "--out", tmp_path / "out")
+    assert code == 2
+    assert ("series 4 'odd export': multi-frame DICOM without per-frame functional groups (the frames cannot be "
+            "placed): convert the export with dcm2niix") in msg
+    assert not (tmp_path / "out").exists()
 
 
 def test_geometry_is_the_affine_of_an_oblique_sagittal_export(case, tmp_path):

@@ -15,11 +15,18 @@ Position / Orientation (Patient), Pixel Spacing), converted from LPS to RAS. The
 follow from the rescaled range of the stored bits (:func:`phase_storage`), the handedness from
 the Manufacturer (:func:`~MotorBandSignLib.acquisition.handedness_from_manufacturer`).
 
-Enhanced (multi-frame) MR objects are not read: convert those with dcm2niix first.
+Enhanced (multi-frame) MR objects -- one file holding every slice, often magnitude and phase and
+every echo, as current Siemens (XA), Philips and GE software export -- are read frame by frame:
+each frame takes its position, orientation, pixel spacing, rescale, image component and echo
+time from its functional groups (per-frame first, then shared; PS3.3 C.7.6.16 Multi-frame
+Functional Groups, C.8.13.5 MR Image Frame Type and MR Echo), and from then on it is handled as
+one classic image. A multi-frame file without functional groups cannot place its frames and is
+skipped with the reason.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -28,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .acquisition import VENDOR_SWI_NOTE, Acquisition, handedness_from_manufacturer
+from .acquisition import Acquisition, handedness_from_manufacturer
 from .errors import InputError
 from .volume import LPS_TO_RAS, Volume
 
-__all__ = ["read_dicom_folder", "read_vendor_swi", "index_folder", "phase_storage", "Series", "Stack"]
+__all__ = ["read_dicom_folder", "read_vendor_swi", "index_folder", "phase_storage", "frames_of", "Frame", "Series",
+           "Stack"]
 
 #: Image components: magnitude, phase, real, imaginary.
 MAGNITUDE, PHASE, REAL, IMAG = "M", "P", "R", "I"
@@ -59,6 +67,10 @@ _LOCALISER_DESCRIPTION = re.compile(r"\b(locali[sz]er|scout|survey|aahscout|3-?p
 SLICE_GAP_TOLERANCE = 0.1
 #: Rescaled ranges are matched to a unit when the stored range spans one turn in it within 1 %.
 UNIT_TOLERANCE = 0.01
+
+#: SOP classes whose frames carry their geometry in functional groups (PS3.4 B.5): Enhanced MR
+#: Image, Legacy Converted Enhanced MR Image.
+ENHANCED_MR_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.4")
 
 _HEADER_TAGS = ["SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "ProtocolName", "Modality", "ImageType",
                 "Manufacturer", "MagneticFieldStrength", "EchoTime", "EchoNumbers", "ImageOrientationPatient",
@@ -106,7 +118,8 @@ class Series:
 
     def record(self) -> dict:
         return {"series_number": self.number, "series_uid": self.uid, "description": self.description,
-                "files": len(self.files), **({"reason": self.skipped} if self.skipped else {}),
+                "files": len({str(getattr(p, "path", p)) for p, _ in self.files}),  # a multi-frame file once
+                **({"reason": self.skipped} if self.skipped else {}),
                 **({"ignored": self.ignored} if self.ignored else {})}
 
 
@@ -176,6 +189,76 @@ def _is_localiser(ds, description: str) -> bool:
     return "LOCALIZER" in _image_type(ds) or bool(_LOCALISER_DESCRIPTION.search(description))
 
 
+@dataclass(frozen=True)
+class Frame:
+    """One frame of a multi-frame file: where its pixels are (0-based ``index``)."""
+
+    path: Path
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.path} (frame {self.index + 1})"
+
+
+#: Top-level attributes every frame of a multi-frame file shares (copied into each frame's header).
+_SHARED_TOP = ("SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "ProtocolName", "Modality", "ImageType",
+               "Manufacturer", "MagneticFieldStrength", "Rows", "Columns", "FrameOfReferenceUID", "BitsStored",
+               "PixelRepresentation", "ComplexImageComponent", "SOPClassUID", "RescaleSlope", "RescaleIntercept",
+               "RescaleType", "SliceThickness", "EchoTime")
+#: Functional group (sequence) -> attributes it gives a frame, as in a classic image's header
+#: (PS3.3 C.7.6.16.2: Pixel Measures, Plane Position, Plane Orientation, Pixel Value
+#: Transformation; C.8.13.5: MR Image Frame Type, MR Echo).
+_FUNCTIONAL_GROUPS = {
+    "PixelMeasuresSequence": (("PixelSpacing", "PixelSpacing"), ("SliceThickness", "SliceThickness")),
+    "PlanePositionSequence": (("ImagePositionPatient", "ImagePositionPatient"),),
+    "PlaneOrientationSequence": (("ImageOrientationPatient", "ImageOrientationPatient"),),
+    "PixelValueTransformationSequence": (("RescaleSlope", "RescaleSlope"), ("RescaleIntercept", "RescaleIntercept"),
+                                         ("RescaleType", "RescaleType")),
+    "MRImageFrameTypeSequence": (("FrameType", "ImageType"), ("ComplexImageComponent", "ComplexImageComponent")),
+    "MREchoSequence": (("EffectiveEchoTime", "EchoTime"),),
+}
+
+
+def frames_of(path, ds) -> list | None:
+    """``(Frame, header)`` for each frame of a multi-frame file whose header ``ds`` holds the
+    functional groups; None when it has none (its frames cannot be placed).
+
+    Each frame's header is a classic image's: the file's shared attributes, then those of the
+    shared functional groups, then the frame's own (which win).
+    """
+    from pydicom.dataset import Dataset
+
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    if not per or len(per) != n:
+        return None
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else Dataset()
+    top = Dataset()
+    for name in _SHARED_TOP:
+        if name in ds:
+            setattr(top, name, ds.data_element(name).value)
+    for tag in (GE_IMAGE_TYPE_TAG, PHILIPS_IMAGE_TYPE_TAG):
+        if tag in ds:
+            top.add(ds[tag])
+    out = []
+    for i in range(n):
+        fd = copy.deepcopy(top)  # its own elements: a frame's values must not reach the others
+        for groups in (shared, per[i]):
+            for seq_name, attrs in _FUNCTIONAL_GROUPS.items():
+                seq = groups.get(seq_name)
+                if not seq:
+                    continue
+                for src, dst in attrs:
+                    value = seq[0].data_element(src).value if src in seq[0] else None
+                    if value in (None, ""):
+                        continue
+                    # EffectiveEchoTime (FD) becomes a classic EchoTime (DS: at most 16 characters)
+                    setattr(fd, dst, f"{float(value):.6g}" if dst == "EchoTime" else value)
+        out.append((Frame(Path(path), i), fd))
+    return out
+
+
 # ------------------------------------------------------------------------------------------
 # Indexing a folder
 # ------------------------------------------------------------------------------------------
@@ -205,12 +288,19 @@ def index_folder(folder) -> list[Series]:
                 continue  # not a DICOM file (README, DICOMDIR index, thumbnails...)
             if ds.get("Rows") is None or not ds.get("SeriesInstanceUID"):
                 continue
+            entries = [(path, ds)]
+            if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+                try:
+                    full = pydicom.dcmread(path, stop_before_pixels=True)
+                except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError):
+                    continue
+                entries = frames_of(path, full) or entries
             uid = str(ds.SeriesInstanceUID)
             if uid not in series:
                 number = ds.get("SeriesNumber")
                 series[uid] = Series(uid, int(number) if number not in (None, "") else None,
                                      _text(ds, "SeriesDescription") or _text(ds, "ProtocolName"))
-            series[uid].files.append((path, ds))
+            series[uid].files.extend(entries)
     if not series:
         raise InputError(f"--dicom {root}: no DICOM images found (looked in every sub-folder). Give the folder "
                          "the scanner or PACS export wrote.")
@@ -222,8 +312,9 @@ def index_folder(folder) -> list[Series]:
 def _classify(s: Series) -> None:
     ds = s.files[0][1]
     if any(int(d.get("NumberOfFrames", 1) or 1) > 1 for _, d in s.files):
-        s.skipped = ("enhanced multi-frame DICOM, not read here: convert the export with dcm2niix and give the "
-                     "NIfTI files (--magnitude / --phase)")
+        # frames_of found no functional groups: nothing says where each frame lies
+        s.skipped = ("multi-frame DICOM without per-frame functional groups (the frames cannot be placed): convert "
+                     "the export with dcm2niix and give the NIfTI files (--magnitude / --phase)")
         return
     if _text(ds, "Modality") and _text(ds, "Modality") != "MR":
         s.skipped = f"modality {_text(ds, 'Modality')}, not MR"
@@ -500,10 +591,17 @@ def _read_stack(stack: Stack, files: list) -> Volume:
 
     name = f"{stack.series.name} ({stack.label})"
     slices = []
-    for path, _ in files:
+    frames: dict = {}  # multi-frame file -> its decoded frames (read once per stack)
+    for path, header in files:
         try:
-            ds = pydicom.dcmread(path)
-            arr = apply_rescale(ds.pixel_array, ds)
+            if isinstance(path, Frame):
+                if path.path not in frames:
+                    frames[path.path] = pydicom.dcmread(path.path).pixel_array
+                ds = header
+                arr = apply_rescale(frames[path.path][path.index], header)
+            else:
+                ds = pydicom.dcmread(path)
+                arr = apply_rescale(ds.pixel_array, ds)
         except Exception as exc:  # noqa: BLE001 - any decoding failure is a damaged or unsupported file
             raise InputError(f"{name}: cannot read the pixels of {path} ({type(exc).__name__}: "
                              f"{str(exc)[:150]}). Copy the file again, or convert the series with dcm2niix.") from None

@@ -7,7 +7,10 @@ phase of noise (Gudbjartsson & Patz 1995, MRM 34:910), as a scanner's phase imag
 
 :func:`write_series` writes one classic MR Image Storage series (one file per slice) with the
 geometry of a RAS affine and the vendor's fields; :func:`write_vendor_export` writes a whole
-export of one convention (Siemens, GE, Philips) as the issue describes them.
+export of one convention (Siemens, GE, Philips) as the issue describes them;
+:func:`write_enhanced` writes one Enhanced MR Image Storage file (every slice, component and echo
+as frames, geometry in functional groups) and :func:`write_enhanced_export` an enhanced export
+as current Siemens (XA: magnitude and phase series) and Philips (one file) software writes it.
 """
 
 from __future__ import annotations
@@ -187,3 +190,139 @@ def write_localiser(folder, series_number: int = 1, study: str = "study-1") -> l
     return write_series(folder, img, aff, series_number=series_number, description="localizer",
                         image_type=("ORIGINAL", "PRIMARY", "M", "ND"), manufacturer="SIEMENS",
                         frame_of_reference="for-loc", study=study, echo_time_ms=4.0)
+
+
+def write_enhanced(path, parts: list, affine: np.ndarray, *, series_number: int, description: str,
+                   manufacturer: str, frame_of_reference: str = "for-1", study: str = "study-1",
+                   field_strength: float = 3.0, shuffle_seed: int | None = 0, functional_groups: bool = True) -> Path:
+    """One Enhanced MR Image Storage file holding every slice of every part as a frame.
+
+    ``parts``: dicts with ``stored`` (k, j, i unsigned 12-bit integers), ``frame_type`` (4
+    values), ``component`` (MAGNITUDE / PHASE / REAL / IMAGINARY), ``echo_time_ms``, ``slope``,
+    ``intercept`` and optionally ``rescale_type``. Orientation and pixel spacing go in the shared
+    functional groups; position, frame type, echo and rescale in the per-frame groups (PS3.3
+    C.7.6.16, C.8.13.5). Frames are written in a shuffled order (``shuffle_seed``; None keeps
+    part / slice order), as a reader must not rely on it. ``functional_groups=False`` leaves the
+    per-frame groups out (a file whose frames cannot be placed).
+    """
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=np.float64)
+    col_step, row_step = np.linalg.norm(lps[:3, 0]), np.linalg.norm(lps[:3, 1])
+    iop = np.concatenate([lps[:3, 0] / col_step, lps[:3, 1] / row_step])
+    frames = [(p, k) for p in range(len(parts)) for k in range(parts[p]["stored"].shape[0])]
+    if shuffle_seed is not None:
+        order = np.random.default_rng(shuffle_seed).permutation(len(frames))
+        frames = [frames[i] for i in order]
+    nk, nj, ni = parts[0]["stored"].shape
+    series_uid = _uid(f"{study}-enhanced-{series_number}-{description}")
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.EnhancedMRImageStorage
+    sop = _uid(f"{series_uid}-sop")
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = pydicom.uid.EnhancedMRImageStorage
+    ds.SOPInstanceUID = sop
+    ds.Modality = "MR"
+    ds.Manufacturer = manufacturer
+    ds.MagneticFieldStrength = field_strength
+    ds.PatientName = "Phantom^Small"
+    ds.PatientID = "PHANTOM"
+    ds.StudyInstanceUID = _uid(study)
+    ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = _uid(frame_of_reference)
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = description
+    ds.InstanceNumber = 1
+    comps = {p["component"] for p in parts}
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "MIXED" if len(comps) > 1 else parts[0]["frame_type"][2], "NONE"]
+    ds.ComplexImageComponent = "MIXED" if len(comps) > 1 else parts[0]["component"]
+    ds.Rows, ds.Columns = nj, ni
+    ds.NumberOfFrames = len(frames)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    shared = Dataset()
+    pm = Dataset()
+    pm.PixelSpacing = [round(float(row_step), 6), round(float(col_step), 6)]
+    pm.SliceThickness = round(float(np.linalg.norm(lps[:3, 2])), 6)
+    po = Dataset()
+    po.ImageOrientationPatient = [round(float(x), 6) for x in iop]
+    shared.PixelMeasuresSequence = [pm]
+    shared.PlaneOrientationSequence = [po]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per = []
+    for p, k in frames:
+        part = parts[p]
+        f = Dataset()
+        pp = Dataset()
+        pp.ImagePositionPatient = [round(float(x), 4) for x in (lps @ [0.0, 0.0, float(k), 1.0])[:3]]
+        ft = Dataset()
+        ft.FrameType = list(part["frame_type"])
+        ft.ComplexImageComponent = part["component"]
+        echo = Dataset()
+        echo.EffectiveEchoTime = float(part["echo_time_ms"])
+        pvt = Dataset()
+        pvt.RescaleSlope = part.get("slope", 1.0)
+        pvt.RescaleIntercept = part.get("intercept", 0.0)
+        pvt.RescaleType = part.get("rescale_type") or "US"
+        fc = Dataset()
+        fc.InStackPositionNumber = k + 1
+        f.PlanePositionSequence = [pp]
+        f.MRImageFrameTypeSequence = [ft]
+        f.MREchoSequence = [echo]
+        f.PixelValueTransformationSequence = [pvt]
+        f.FrameContentSequence = [fc]
+        per.append(f)
+    if functional_groups:
+        ds.PerFrameFunctionalGroupsSequence = per
+    data = np.stack([parts[p]["stored"][k] for p, k in frames]).astype(np.uint16)
+    ds.PixelData = np.ascontiguousarray(data).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_enhanced_export(folder, vendor: str, mag, phase_rad, affine, *, series_base: int = 5,
+                          echo_times_ms=(20.0,), shuffle_seed: int | None = 0) -> list:
+    """An enhanced (multi-frame) export of one acquisition; ``mag`` / ``phase_rad`` 3D or 4D.
+
+    siemens: as Siemens XA software writes it, a magnitude file (series N) and a phase file
+    (series N+1, 0..4095 for one turn: slope 2, intercept -4096), every echo in each. philips:
+    one file holding magnitude and phase (milliradians, Rescale Type mrad) of every echo.
+    Returns the paths written.
+    """
+    mags = mag[None] if mag.ndim == 3 else mag
+    phs = phase_rad[None] if phase_rad.ndim == 3 else phase_rad
+    folder = Path(folder)
+    if vendor == "siemens":
+        m = [dict(stored=np.round(mags[e]).astype(np.int32), frame_type=("ORIGINAL", "PRIMARY", "M", "NONE"),
+                  component="MAGNITUDE", echo_time_ms=te) for e, te in enumerate(echo_times_ms)]
+        p = [dict(stored=siemens_phase_integers(phs[e]), frame_type=("ORIGINAL", "PRIMARY", "P", "NONE"),
+                  component="PHASE", echo_time_ms=te, slope=2.0, intercept=-4096.0)
+             for e, te in enumerate(echo_times_ms)]
+        return [write_enhanced(folder / "mag.dcm", m, affine, series_number=series_base, description="t2_swi_tra",
+                               manufacturer="SIEMENS", shuffle_seed=shuffle_seed),
+                write_enhanced(folder / "pha.dcm", p, affine, series_number=series_base + 1,
+                               description="t2_swi_tra", manufacturer="SIEMENS", shuffle_seed=shuffle_seed)]
+    if vendor == "philips":
+        parts = []
+        for e, te in enumerate(echo_times_ms):
+            stored_phase = np.clip(np.round((phs[e] * 1000.0 - PHILIPS_PHASE_INTERCEPT) / PHILIPS_PHASE_SLOPE), 0, 4095)
+            parts.append(dict(stored=np.round(mags[e] / PHILIPS_MAGNITUDE_SLOPE).astype(np.int32),
+                              frame_type=("ORIGINAL", "PRIMARY", "M_FFE", "M_FFE"), component="MAGNITUDE",
+                              echo_time_ms=te, slope=PHILIPS_MAGNITUDE_SLOPE))
+            parts.append(dict(stored=stored_phase.astype(np.int32),
+                              frame_type=("ORIGINAL", "PRIMARY", "PHASE", "P_FFE"), component="PHASE",
+                              echo_time_ms=te, slope=PHILIPS_PHASE_SLOPE, intercept=PHILIPS_PHASE_INTERCEPT,
+                              rescale_type="mrad"))
+        return [write_enhanced(folder / "swip.dcm", parts, affine, series_number=series_base, description="SWIp",
+                               manufacturer="Philips", shuffle_seed=shuffle_seed)]
+    raise ValueError(vendor)
