@@ -98,7 +98,7 @@ def test_parcellation_route_puts_the_bank_on_the_sulcal_wall(run, brain):
 
 
 @pytest.mark.parametrize("brain", BRAINS)
-def test_layer_on_white_matter_is_drawn_but_not_measured(run, brain, tmp_path):
+def test_layer_on_white_matter_and_bank_edges_are_drawn_but_not_measured(run, brain, tmp_path):
     """On the sulcal route the ribbon voxels within sulci.BANK_WM_GAP_MM of the image's white
     matter are drawn but not measured (at 1.5 mm no voxel is that close, so the layer is only
     marked as such at finer grids): ``Result.measured`` is that rule; ribbon voxels outside it
@@ -113,7 +113,11 @@ def test_layer_on_white_matter_is_drawn_but_not_measured(run, brain, tmp_path):
     _, res = run(brain, "none")
     rib = res.ribbon.array
     assert res.measured is not None and res.measured.shape == rib.shape
-    assert np.array_equal(res.measured, res.anatomy.wm_distance > sulci.BANK_WM_GAP_MM)
+    # the layer rule, less the drawn bank's edge voxels beyond the sheet's crown and fundus
+    # (sulci.DRAWN_WALL_COSINE): drawn, not measured; nothing else leaves the measured set
+    edge = (res.anatomy.wm_distance > sulci.BANK_WM_GAP_MM) & ~res.measured
+    assert np.all(np.isin(rib[edge], (1, 2))) and 0 < edge.sum() < 0.5 * np.isin(rib, (1, 2)).sum()
+    assert np.array_equal(res.measured | edge, res.anatomy.wm_distance > sulci.BANK_WM_GAP_MM)
     # a layer one voxel thick on the white matter found, as a 1 mm grid would have it
     layer = (rib > 0) & (res.anatomy.wm_distance <= 1.6)
     assert 0 < layer.sum() < (rib > 0).sum()

@@ -196,3 +196,29 @@ def test_sheet_parts_not_facing_the_precentral_gyrus_bound_no_wall():
     # beside the joined sulcus, beyond the central sulcus's own walls: nothing
     beside = (y >= 5) & (np.abs(x) <= 3)
     assert not labels[beside].any(), int(np.count_nonzero(labels[beside]))
+
+
+def test_bank_is_drawn_to_the_sheets_edges_and_measured_on_its_core():
+    """A sheet (plane y = 0, anterior +y) ending at |x| = 10 and at the fundus z = 10 (depth
+    below the hull = z). The drawn bank (sulci.DRAWN_WALL_COSINE, DRAWN_FUNDUS_MARGIN_MM) adds
+    voxels on the anterior side beyond those edges, at most 2 mm deeper than the fundus; its
+    core is exactly the bank of the stricter rules, and the control does not change."""
+    shape = (20, 20, 40)                                  # k = z, j = y, i = x
+    z, y, x = np.meshgrid(np.arange(shape[0]) * 1.0, np.arange(shape[1]) - 10.0, np.arange(shape[2]) - 20.0,
+                          indexing="ij")
+    sheet = ((y == 0) & (np.abs(x) <= 10) & (z <= 10)).astype(np.uint8)
+    brain = np.ones(shape, bool)
+    hull = z.astype(np.float32)
+    strict, _ = sulci.bank_from_sulcus(sheet, y.astype(np.float32), brain, SP, hull_depth=hull, bank_depth_mm=3.0)
+    wide, _, core = sulci.bank_from_sulcus(sheet, y.astype(np.float32), brain, SP, hull_depth=hull, bank_depth_mm=3.0,
+                                           drawn_wall_cosine=sulci.DRAWN_WALL_COSINE,
+                                           drawn_fundus_margin_mm=sulci.DRAWN_FUNDUS_MARGIN_MM, return_core=True)
+    assert np.array_equal(wide == 3, strict == 3)                       # control unchanged
+    assert np.array_equal((wide == 1) & core, strict == 1)              # measured core = strict bank
+    extra = (wide == 1) & ~core
+    assert extra.sum() > 50, int(extra.sum())
+    assert np.all(y[extra] > 0)                                         # anterior side only
+    assert np.all((np.abs(x[extra]) > 10) | (z[extra] > 10))            # beyond the sheet's edges
+    assert z[extra].max() <= 12                                         # <= 2 mm below the fundus
+    # 2 mm beyond the sheet's end, 1 mm in front of its plane (z = 5, y = 1, x = 12): drawn, not measured
+    assert wide[5, 11, 32] == 1 and not core[5, 11, 32] and strict[5, 11, 32] == 0

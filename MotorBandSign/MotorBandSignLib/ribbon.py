@@ -113,7 +113,8 @@ class Ribbon:
     atlas_labels: np.ndarray | None = None
     #: Where a ribbon voxel is measured (bool, whole grid), or None for everywhere. On the sulcal
     #: route the voxel layer on the white matter found on the image is drawn (it is part of the
-    #: bank) but not measured (sulci.BANK_WM_GAP_MM).
+    #: bank) but not measured (sulci.BANK_WM_GAP_MM), and so are the bank's voxels beyond the
+    #: sheet's crown and fundus (sulci.DRAWN_WALL_COSINE).
     measured: np.ndarray | None = None
 
 
@@ -300,11 +301,20 @@ def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
         d_wm = anatomy.wm_distance
         bank_ok = ctrl_ok = (d_wm > 0) & (d_wm <= sulci.BANK_WM_MM)
         measured = d_wm > sulci.BANK_WM_GAP_MM
-    out, depth = sulci.bank_from_sulcus(
+    # on the image route the bank is drawn out to the sheet's edges and measured on its core
+    # (sulci.DRAWN_WALL_COSINE); a parcellation's labels bound the bank themselves
+    wide = {} if anatomy.source == "parcellation" else dict(
+        drawn_wall_cosine=sulci.DRAWN_WALL_COSINE, drawn_fundus_margin_mm=sulci.DRAWN_FUNDUS_MARGIN_MM)
+    out, depth, core = sulci.bank_from_sulcus(
         anatomy.sulcus.midline, anatomy.anterior_score, anatomy.brain_mask.array > 0, grid.spacing_kji,
         hull_depth=anatomy.hull_depth, bank_depth_mm=bank_depth_mm,
         control_gap_mm=sulci.CONTROL_GAP_MM,
-        bank_allowed=bank_ok, control_allowed=ctrl_ok)
+        bank_allowed=bank_ok, control_allowed=ctrl_ok, return_core=True, **wide)
+    if anatomy.source != "parcellation":
+        # only the drawn bank's edge voxels leave the measured set: a bank painted elsewhere in
+        # Segment Editor is still measured wherever the rules above allow
+        edge = np.isin(out, (1, 2)) & ~core
+        measured = ~edge if measured is None else measured & ~edge
     warnings = []
     for side, v in (("left", 1), ("right", 2)):
         if not (out == v).any():
