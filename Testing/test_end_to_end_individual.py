@@ -118,6 +118,13 @@ def test_layer_on_white_matter_and_bank_edges_are_drawn_but_not_measured(run, br
     edge = (res.anatomy.wm_distance > sulci.BANK_WM_GAP_MM) & ~res.measured
     assert np.all(np.isin(rib[edge], (1, 2))) and 0 < edge.sum() < 0.5 * np.isin(rib, (1, 2)).sum()
     assert np.array_equal(res.measured | edge, res.anatomy.wm_distance > sulci.BANK_WM_GAP_MM)
+    # the drawn bank reaches half a voxel beyond sulci.BANK_WM_MM from the white matter found
+    # (sulci.DRAWN_WM_VOXELS: 3.75 mm at 1.5 mm), those voxels unmeasured; the control does not
+    d_wm = res.anatomy.wm_distance
+    far = np.isin(rib, (1, 2)) & (d_wm > sulci.BANK_WM_MM)
+    assert far.any() and not res.measured[far].any()
+    assert d_wm[far].max() <= sulci.BANK_WM_MM + sulci.DRAWN_WM_VOXELS * 1.5 + 1e-6
+    assert not (np.isin(rib, (3, 4)) & (d_wm > sulci.BANK_WM_MM)).any()
     # a layer one voxel thick on the white matter found, as a 1 mm grid would have it
     layer = (rib > 0) & (res.anatomy.wm_distance <= 1.6)
     assert 0 < layer.sum() < (rib > 0).sum()

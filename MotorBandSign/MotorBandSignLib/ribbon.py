@@ -299,7 +299,9 @@ def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
         # sulcal CSF of an open sulcus stays out (sulci.BANK_WM_MM); the partial-volume layer on
         # the white matter is drawn but not measured (sulci.BANK_WM_GAP_MM)
         d_wm = anatomy.wm_distance
-        bank_ok = ctrl_ok = (d_wm > 0) & (d_wm <= sulci.BANK_WM_MM)
+        ctrl_ok = (d_wm > 0) & (d_wm <= sulci.BANK_WM_MM)
+        # the drawn bank reaches half a voxel further (sulci.DRAWN_WM_VOXELS); measured as far as the control
+        bank_ok = (d_wm > 0) & (d_wm <= sulci.BANK_WM_MM + sulci.DRAWN_WM_VOXELS * max(grid.spacing_kji))
         measured = d_wm > sulci.BANK_WM_GAP_MM
     # on the image route the bank is drawn out to the sheet's edges and measured on its core
     # (sulci.DRAWN_WALL_COSINE); a parcellation's labels bound the bank themselves
@@ -314,6 +316,8 @@ def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
         # only the drawn bank's edge voxels leave the measured set: a bank painted elsewhere in
         # Segment Editor is still measured wherever the rules above allow
         edge = np.isin(out, (1, 2)) & ~core
+        if getattr(anatomy, "wm_distance", None) is not None:
+            edge |= np.isin(out, (1, 2)) & (anatomy.wm_distance > sulci.BANK_WM_MM)
         measured = ~edge if measured is None else measured & ~edge
     warnings = []
     for side, v in (("left", 1), ("right", 2)):
