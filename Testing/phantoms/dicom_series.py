@@ -44,6 +44,32 @@ def _uid(tag: str) -> str:
     return pydicom.uid.generate_uid(entropy_srcs=[tag])
 
 
+def _header(sop_class, sop: str, *, series_uid: str, series_number: int, description: str, manufacturer: str,
+            study: str, frame_of_reference: str, field_strength: float):
+    """A new image's dataset: file meta, SOP, patient, study, series and frame of reference."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop
+    ds.Modality = "MR"
+    ds.Manufacturer = manufacturer
+    ds.MagneticFieldStrength = field_strength
+    ds.PatientName = "Phantom^Small"
+    ds.PatientID = "PHANTOM"
+    ds.StudyInstanceUID = _uid(study)
+    ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = _uid(frame_of_reference)
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = description
+    return ds
+
+
 def write_series(folder, stored: np.ndarray, affine: np.ndarray, *, series_number: int, description: str,
                  image_type, manufacturer: str, echo_time_ms: float = 20.0, echo_number: int = 1,
                  slope: float = 1.0, intercept: float = 0.0, rescale_type: str | None = None,
@@ -56,8 +82,6 @@ def write_series(folder, stored: np.ndarray, affine: np.ndarray, *, series_numbe
     ``private`` maps (group, element) -> (VR, value, creator). ``skip_slices`` leaves slices out.
     """
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,24 +94,10 @@ def write_series(folder, stored: np.ndarray, affine: np.ndarray, *, series_numbe
     for k in range(nk):
         if k in skip_slices:
             continue
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.MRImageStorage
-        sop = _uid(f"{series_uid}-{echo_number}-{image_type}-{first_instance + k}")
-        ds.file_meta.MediaStorageSOPInstanceUID = sop
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID = pydicom.uid.MRImageStorage
-        ds.SOPInstanceUID = sop
-        ds.Modality = "MR"
-        ds.Manufacturer = manufacturer
-        ds.MagneticFieldStrength = field_strength
-        ds.PatientName = "Phantom^Small"
-        ds.PatientID = "PHANTOM"
-        ds.StudyInstanceUID = _uid(study)
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = _uid(frame_of_reference)
-        ds.SeriesNumber = series_number
-        ds.SeriesDescription = description
+        ds = _header(pydicom.uid.MRImageStorage, _uid(f"{series_uid}-{echo_number}-{image_type}-{first_instance + k}"),
+                     series_uid=series_uid, series_number=series_number, description=description,
+                     manufacturer=manufacturer, study=study, frame_of_reference=frame_of_reference,
+                     field_strength=field_strength)
         ds.ProtocolName = description
         ds.InstanceNumber = first_instance + k
         ds.ImageType = list(image_type)
@@ -206,8 +216,7 @@ def write_enhanced(path, parts: list, affine: np.ndarray, *, series_number: int,
     per-frame groups out (a file whose frames cannot be placed).
     """
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.dataset import Dataset
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,24 +229,9 @@ def write_enhanced(path, parts: list, affine: np.ndarray, *, series_number: int,
         frames = [frames[i] for i in order]
     nk, nj, ni = parts[0]["stored"].shape
     series_uid = _uid(f"{study}-enhanced-{series_number}-{description}")
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.EnhancedMRImageStorage
-    sop = _uid(f"{series_uid}-sop")
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = pydicom.uid.EnhancedMRImageStorage
-    ds.SOPInstanceUID = sop
-    ds.Modality = "MR"
-    ds.Manufacturer = manufacturer
-    ds.MagneticFieldStrength = field_strength
-    ds.PatientName = "Phantom^Small"
-    ds.PatientID = "PHANTOM"
-    ds.StudyInstanceUID = _uid(study)
-    ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = _uid(frame_of_reference)
-    ds.SeriesNumber = series_number
-    ds.SeriesDescription = description
+    ds = _header(pydicom.uid.EnhancedMRImageStorage, _uid(f"{series_uid}-sop"), series_uid=series_uid,
+                 series_number=series_number, description=description, manufacturer=manufacturer, study=study,
+                 frame_of_reference=frame_of_reference, field_strength=field_strength)
     ds.InstanceNumber = 1
     comps = {p["component"] for p in parts}
     ds.ImageType = ["ORIGINAL", "PRIMARY", "MIXED" if len(comps) > 1 else parts[0]["frame_type"][2], "NONE"]
