@@ -68,10 +68,6 @@ SLICE_GAP_TOLERANCE = 0.1
 #: Rescaled ranges are matched to a unit when the stored range spans one turn in it within 1 %.
 UNIT_TOLERANCE = 0.01
 
-#: SOP classes whose frames carry their geometry in functional groups (PS3.4 B.5): Enhanced MR
-#: Image, Legacy Converted Enhanced MR Image.
-ENHANCED_MR_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.4")
-
 _HEADER_TAGS = ["SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "ProtocolName", "Modality", "ImageType",
                 "Manufacturer", "MagneticFieldStrength", "EchoTime", "EchoNumbers", "ImageOrientationPatient",
                 "ImagePositionPatient", "PixelSpacing", "Rows", "Columns", "FrameOfReferenceUID", "RescaleSlope",
@@ -584,14 +580,15 @@ def _check_stack(stack: Stack) -> list:
     return files
 
 
-def _read_stack(stack: Stack, files: list) -> Volume:
-    """A 3D Volume (real-world values, RAS geometry) of a checked, sorted stack."""
+def _read_stack(stack: Stack, files: list, frames: dict | None = None) -> Volume:
+    """A 3D Volume (real-world values, RAS geometry) of a checked, sorted stack. ``frames`` caches
+    the decoded pixels of multi-frame files (path -> array) across the stacks of one read."""
     import pydicom
     from pydicom.pixels import apply_rescale
 
     name = f"{stack.series.name} ({stack.label})"
     slices = []
-    frames: dict = {}  # multi-frame file -> its decoded frames (read once per stack)
+    frames = {} if frames is None else frames
     for path, header in files:
         try:
             if isinstance(path, Frame):
@@ -629,14 +626,14 @@ def _read_stack(stack: Stack, files: list) -> Volume:
                                                "dicom_files": [str(path) for path, _ in files]})
 
 
-def _read_component(stacks: list, component: str, echo_times: list) -> Volume | None:
+def _read_component(stacks: list, component: str, echo_times: list, frames: dict | None = None) -> Volume | None:
     chosen = []
     for te in echo_times:
         st = next((s for s in stacks if s.component == component and s.echo_time_ms == te), None)
         if st is None:
             return None
         chosen.append(st)
-    vols = [_read_stack(st, _check_stack(st)) for st in chosen]
+    vols = [_read_stack(st, _check_stack(st), frames) for st in chosen]
     first = vols[0]
     for v in vols[1:]:
         _same_grid(first, v)
@@ -746,12 +743,14 @@ def read_dicom_folder(folder, *, series_uids=(), series_numbers=()) -> Acquisiti
     cand = _choose(root, series, tuple(series_uids or ()), tuple(series_numbers or ()))
     tes = cand.echo_times()
     stacks = cand.stacks
-    mag = _read_component(stacks, MAGNITUDE, tes)
-    pha = _read_component(stacks, PHASE, tes)
+    frames: dict = {}  # a multi-frame file holding several components / echoes is decoded once
+    mag = _read_component(stacks, MAGNITUDE, tes, frames)
+    pha = _read_component(stacks, PHASE, tes, frames)
     real = imag = None
     if pha is None:
-        real = _read_component(stacks, REAL, tes)
-        imag = _read_component(stacks, IMAG, tes)
+        real = _read_component(stacks, REAL, tes, frames)
+        imag = _read_component(stacks, IMAG, tes, frames)
+    del frames
     if mag is None:
         re_, im_ = real.array, imag.array
         mag = real.with_array(np.abs(phase_mod.complex_from_real_imag(re_, im_)).astype(np.float32),

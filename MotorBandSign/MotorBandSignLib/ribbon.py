@@ -292,6 +292,7 @@ def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
     if bank_depth_mm is None:
         bank_depth_mm = sulci.DEFAULT_BANK_DEPTH_MM
     bank_ok = ctrl_ok = measured = None
+    drawn_only = np.zeros(lab.shape, bool)   # voxels the bank may be drawn on but not measured on
     if anatomy.source == "parcellation":
         bank_ok, ctrl_ok = np.isin(lab, (1, 2)), np.isin(lab, (3, 4))
     elif getattr(anatomy, "wm_distance", None) is not None:
@@ -302,6 +303,7 @@ def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
         ctrl_ok = (d_wm > 0) & (d_wm <= sulci.BANK_WM_MM)
         # the drawn bank reaches half a voxel further (sulci.DRAWN_WM_VOXELS); measured as far as the control
         bank_ok = (d_wm > 0) & (d_wm <= sulci.BANK_WM_MM + sulci.DRAWN_WM_VOXELS * max(grid.spacing_kji))
+        drawn_only = d_wm > sulci.BANK_WM_MM
         measured = d_wm > sulci.BANK_WM_GAP_MM
     # on the image route the bank is drawn out to the sheet's edges and measured on its core
     # (sulci.DRAWN_WALL_COSINE); a parcellation's labels bound the bank themselves
@@ -315,9 +317,7 @@ def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
     if anatomy.source != "parcellation":
         # only the drawn bank's edge voxels leave the measured set: a bank painted elsewhere in
         # Segment Editor is still measured wherever the rules above allow
-        edge = np.isin(out, (1, 2)) & ~core
-        if getattr(anatomy, "wm_distance", None) is not None:
-            edge |= np.isin(out, (1, 2)) & (anatomy.wm_distance > sulci.BANK_WM_MM)
+        edge = np.isin(out, (1, 2)) & (~core | drawn_only)
         measured = ~edge if measured is None else measured & ~edge
     warnings = []
     for side, v in (("left", 1), ("right", 2)):
