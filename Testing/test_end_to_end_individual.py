@@ -98,10 +98,35 @@ def test_parcellation_route_puts_the_bank_on_the_sulcal_wall(run, brain):
 
 
 @pytest.mark.parametrize("brain", BRAINS)
+def test_control_is_the_cortex_around_the_bank(run, brain):
+    """The sulcal route's control is the cortex around each bank (ribbon.NEIGHBOUR_CONTROL_MM),
+    not only the facing wall: on each side it reaches well beyond the sulcus, never beyond that
+    distance, at one cortical thickness from the white matter found, and holds more voxels than
+    the bank; a no-band bank then measures within 10 % of it."""
+    import numpy as np
+    from scipy import ndimage
+
+    from MotorBandSignLib import ribbon, sulci
+
+    _, res = run(brain, "none")
+    rib, sp = res.ribbon.array, res.ribbon.spacing_kji
+    d_wm = res.anatomy.wm_distance
+    for h, side in ((1, "left"), (2, "right")):
+        d_bank = ndimage.distance_transform_edt(rib != h, sampling=sp)
+        ctrl = rib == h + 2
+        assert ctrl.sum() > 2 * (rib == h).sum(), side
+        assert d_bank[ctrl].max() <= ribbon.NEIGHBOUR_CONTROL_MM + 1e-6, side
+        assert np.percentile(d_bank[ctrl], 75) > 4.0, side      # the facing wall lies within ~3 mm
+        assert np.all((d_wm[ctrl] > 0) & (d_wm[ctrl] <= sulci.BANK_WM_MM)), side
+        assert 0.9 < res.metrics["hemispheres"][side]["band_contrast"] < 1.1, side
+
+
+@pytest.mark.parametrize("brain", BRAINS)
 def test_layer_on_white_matter_and_bank_edges_are_drawn_but_not_measured(run, brain, tmp_path):
     """On the sulcal route the ribbon voxels within sulci.BANK_WM_GAP_MM of the image's white
-    matter are drawn but not measured (at 1.5 mm no voxel is that close, so the layer is only
-    marked as such at finer grids): ``Result.measured`` is that rule; ribbon voxels outside it
+    matter (at 1.5 mm no voxel is that close, so the layer is only marked as such at finer grids)
+    or within sulci.SURFACE_RIM_MM of the brain's edge are drawn but not measured:
+    ``Result.measured`` is that rule; ribbon voxels outside it
     get a heatmap value but do not enter the scores (erasing them and re-measuring gives the
     same scores), and the written result keeps the mask."""
     import dataclasses
@@ -113,11 +138,18 @@ def test_layer_on_white_matter_and_bank_edges_are_drawn_but_not_measured(run, br
     _, res = run(brain, "none")
     rib = res.ribbon.array
     assert res.measured is not None and res.measured.shape == rib.shape
-    # the layer rule, less the drawn bank's edge voxels beyond the sheet's crown and fundus
-    # (sulci.DRAWN_WALL_COSINE): drawn, not measured; nothing else leaves the measured set
-    edge = (res.anatomy.wm_distance > sulci.BANK_WM_GAP_MM) & ~res.measured
+    # the layer rule and the rim at the brain's edge (sulci.SURFACE_RIM_MM), less the drawn
+    # bank's edge voxels beyond the sheet's crown and fundus (sulci.DRAWN_WALL_COSINE): drawn,
+    # not measured; nothing else leaves the measured set
+    from scipy import ndimage
+
+    to_edge = ndimage.distance_transform_edt(res.brain_mask.array > 0, sampling=res.ribbon.spacing_kji)
+    rim = (rib > 0) & (to_edge <= sulci.SURFACE_RIM_MM)
+    assert rim.any() and not res.measured[rim].any()
+    rule = (res.anatomy.wm_distance > sulci.BANK_WM_GAP_MM) & (to_edge > sulci.SURFACE_RIM_MM)
+    edge = rule & ~res.measured
     assert np.all(np.isin(rib[edge], (1, 2))) and 0 < edge.sum() < 0.5 * np.isin(rib, (1, 2)).sum()
-    assert np.array_equal(res.measured | edge, res.anatomy.wm_distance > sulci.BANK_WM_GAP_MM)
+    assert np.array_equal(res.measured | edge, rule)
     # the drawn bank reaches half a voxel beyond sulci.BANK_WM_MM from the white matter found
     # (sulci.DRAWN_WM_VOXELS: 3.75 mm at 1.5 mm), those voxels unmeasured; the control does not
     d_wm = res.anatomy.wm_distance

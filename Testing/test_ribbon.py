@@ -302,3 +302,36 @@ def test_other_brain_t1_contrast_las_storage():
         d = dice(rib.labels.array == s, ref.labels.array == s)
         print(f"FSL MNI152: ribbon Dice vs native-label ribbon, side {s}: {d:.2f} ({secs:.0f} s)")
         assert d >= 0.6
+
+
+def test_neighbour_control_is_the_cortex_around_each_bank():
+    """Image routes: the control reaches from CONTROL_GAP_MM to NEIGHBOUR_CONTROL_MM around each
+    side's bank, only where allowed (one cortical thickness from the white matter found), only on
+    that side (nearer its own bank), never over a voxel already labelled; its depth is counted
+    from the outer cortex, BANK_WM_MM from the white matter."""
+    from MotorBandSignLib import sulci
+
+    shape, sp = (40, 40, 60), (1.0, 1.0, 1.0)
+    out = np.zeros(shape, np.uint8)
+    out[20, 20, 10] = 1          # left bank: one voxel
+    out[20, 20, 40] = 2          # right bank, 30 mm away along the last axis
+    out[20, 22, 10] = 3          # a facing-wall control voxel already placed
+    depth = np.zeros(shape, np.float32)
+    d_wm = np.full(shape, 2.0, np.float32)
+    allowed = np.ones(shape, bool)
+    allowed[:, :, 30:33] = False  # e.g. sulcal CSF beyond one thickness from white matter
+    ribbon._add_neighbour_control(out, depth, allowed, sp, d_wm=d_wm)
+    kji = np.indices(shape)
+    dist1 = np.sqrt((kji[0] - 20) ** 2 + (kji[1] - 20) ** 2 + (kji[2] - 10) ** 2)
+    dist2 = np.sqrt((kji[0] - 20) ** 2 + (kji[1] - 20) ** 2 + (kji[2] - 40) ** 2)
+    left = (dist1 >= ribbon.CONTROL_GAP_MM) & (dist1 <= ribbon.NEIGHBOUR_CONTROL_MM)
+    right = (dist2 >= ribbon.CONTROL_GAP_MM) & (dist2 <= ribbon.NEIGHBOUR_CONTROL_MM) & allowed
+    assert np.array_equal(out == 3, left) and np.array_equal(out == 4, right)
+    assert out[20, 20, 10] == 1 and out[20, 20, 40] == 2 and out[20, 21, 10] == 0   # inside the gap
+    assert np.allclose(depth[out == 4], sulci.BANK_WM_MM - 2.0)
+    assert depth[20, 22, 10] == 0.0     # the voxel placed before keeps its own depth
+    # two banks 12 mm apart: each voxel goes to the nearer one's control only
+    out2 = np.zeros(shape, np.uint8)
+    out2[20, 20, 24], out2[20, 20, 36] = 1, 2
+    ribbon._add_neighbour_control(out2, np.zeros(shape, np.float32), np.ones(shape, bool), sp, d_wm=d_wm)
+    assert out2[20, 20, 29] == 3 and out2[20, 20, 31] == 4 and out2[20, 20, 30] == 0
