@@ -172,8 +172,8 @@ class MotorBandSignParameterNode:
     localisation: Annotated[str, Choice(["sulcal", "atlas"])] = "sulcal"
     bank_depth_mm: float = 3.0
     z_threshold: float = 2.0
-    band_ratio: float = 0.798
-    region_band_ratio: float = 0.731
+    band_ratio: float = 0.845
+    region_band_ratio: float = 0.838
     diffuse_ratio: float = 0.842
     labels: str = ""
 

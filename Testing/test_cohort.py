@@ -25,7 +25,7 @@ from MotorBandSignLib.params import Parameters
 from MotorBandSignLib.volume import Volume
 from phantoms.small_head import small_head
 
-#: Darkening of the left bank in the "ALS" cases: bank / control ratio about 0.7 (< the default band ratio, 0.798).
+#: Darkening of the left bank in the "ALS" cases: bank / control ratio about 0.7 (< the default band ratio, 0.845).
 BAND_FACTOR = 0.7
 PARAMS = Parameters(phase_units="radians")
 SUBJECTS = {"sub-01": ("ALS", 61, True), "sub-02": ("control", 58, False), "sub-03": ("ALS", 66, True),

@@ -78,7 +78,7 @@ def test_declared_parameter_node_matches_parameters_one_for_one():
 
 @pytest.mark.parametrize("old, new, problem", [
     ('    z_threshold: float = 2.0\n', '', "missing ['z_threshold']"),
-    ('band_ratio: float = 0.798', 'band_ratio: float = 0.79', "band_ratio: default 0.79, Parameters resolves to 0.798"),
+    ('band_ratio: float = 0.845', 'band_ratio: float = 0.84', "band_ratio: default 0.84, Parameters resolves to 0.845"),
     ('homodyne_window: int = 64', 'homodyne_window: float = 64.0', "homodyne_window: declared float, Parameters gives int"),
     ('Choice(["right", "left"])', 'Choice(["right"])', "handedness: declared Annotated[str, Choice(['right'])]"),
 ])

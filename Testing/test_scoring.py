@@ -177,3 +177,21 @@ def test_profiles_bin_by_height():
     assert prof["left"]["height_mm"][:2] == [2.5, 7.5]
     assert prof["left"]["z_median"][:2] == [2.0, 7.0]
     assert len(prof["right"]["height_mm"]) == 6
+
+
+def test_a_bank_brighter_than_normal_cortex_is_flagged_as_missed():
+    """Nothing in the pathology brightens the bank: a bank / control ratio above the normal
+    range's upper limit (scoring.BANK_BRIGHT_RATIO) warns that the ribbon missed the bank; a
+    normal or banded side gives no such warning."""
+    from MotorBandSignLib import pipeline
+
+    rib, reg = _ribbon()
+    img = _image(rib, dark_left=-0.4, dark_right=MARKED)      # left bank 40 % brighter (e.g. in CSF)
+    m = scoring.score(img, heatmap.z_map(img, rib, reg), rib, reg, 0.001)
+    assert m["hemispheres"]["left"]["band_contrast"] == pytest.approx(1.4, abs=0.02)
+    assert scoring.BANK_BRIGHT_RATIO < 1.4
+    warns = pipeline._coverage_warnings(m)
+    assert len(warns) == 1 and warns[0].startswith("The left posterior bank is 40 % brighter than the cortex around it")
+    assert "Segment Editor" in warns[0] and "not a finding" in warns[0]
+    normal = scoring.score(_image(rib), heatmap.z_map(_image(rib), rib, reg), rib, reg, 0.001)
+    assert pipeline._coverage_warnings(normal) == []

@@ -341,6 +341,9 @@ def measure(result_like: dict, ribbon_vol: Volume, regions_vol: Volume, p: Param
 
 
 def _coverage_warnings(metrics: dict) -> list:
+    """Warnings for banks that could not be measured and for a bank too bright to be cortex."""
+    from . import scoring
+
     out = []
     for side, h in metrics["hemispheres"].items():
         if not h["measured"]:
@@ -350,6 +353,13 @@ def _coverage_warnings(metrics: dict) -> list:
         for name, r in h["regions"].items():
             if not r["measured"]:
                 out.append(f"The {name} region of the {side} bank is outside the coverage or too small to measure.")
+        c = h.get("band_contrast")
+        if c is not None and c > scoring.BANK_BRIGHT_RATIO:
+            out.append(f"The {side} posterior bank is {100 * (c - 1):.0f} % brighter than the cortex around it "
+                       f"(bank / control {c:.2f}; normal cortex stays at or below {scoring.BANK_BRIGHT_RATIO}): the "
+                       "ribbon has probably missed the cortex of the bank (sulcal CSF or another structure), so "
+                       f"the {side} side's result is not a finding. Check the ribbon, correct it in Segment Editor "
+                       "and re-measure.")
     return out
 
 
