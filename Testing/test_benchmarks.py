@@ -73,3 +73,43 @@ def test_bench_cohort_quick(capsys):
     assert re.search(r"speed-up 2 workers / 1 worker: [0-9.]+ \(target >= 1.5 on 2 cores\)", out)
     peak = float(re.search(r"peak memory of the largest worker: ([0-9]+) MiB", out).group(1))
     assert peak > 50, out                      # a worker that ran a case holds more than Python
+
+
+def test_bench_individual_combine_pools_earlier_runs(tmp_path, capsys):
+    """--combine pools the rows of earlier --json runs (e.g. one per brain) and fits the thresholds
+    leave one brain out: the limit printed for a brain is mean - 3 SD of the *other* brain's no-band
+    hemispheres, and the calls on the held-out brain follow from it."""
+    import json
+
+    bench = _load("bench_individual")
+
+    def row(brain, scenario, seed, left, right):
+        banded = ["left", "right"] if scenario.startswith("bilateral") else []
+        return {"brain": brain, "scenario": scenario, "seed": seed, "banded_sides": banded, "banded_region": None,
+                "expected_pattern": "bilateral" if banded else "absent", "expected_diffuse": False,
+                "pattern": "absent", "diffuse": False, "dice": [0.5, 0.6],
+                "ratio": {"left": left, "right": right},
+                "region_ratio": {"left": {"medial": left}, "right": {"medial": right}},
+                "band_regions": {"left": [], "right": []}, "cortex_to_wm": {"left": 0.9, "right": 0.9},
+                "seconds": 1.0, "timings": {"total": 1.0}}
+
+    normal = {"a": [(1.00, 0.98), (1.02, 0.99), (0.97, 1.01)], "b": [(0.95, 1.05), (1.00, 0.90), (1.10, 0.99)]}
+    files = []
+    for brain, pairs in normal.items():
+        rows = [row(brain, "none", s + 1, *p) for s, p in enumerate(pairs)]
+        rows.append(row(brain, "bilateral_0.05", 1, *({"a": (0.70, 0.93), "b": (0.80, 0.93)}[brain])))
+        f = tmp_path / f"{brain}.json"
+        f.write_text(json.dumps({"rows": rows}))
+        files.append(str(f))
+    assert bench.main(["--combine", *files]) == 0
+    out = capsys.readouterr().out
+    lim_a = bench.normal_limit([v for p in normal["b"] for v in p])     # a held out: fitted on b
+    lim_b = bench.normal_limit([v for p in normal["a"] for v in p])
+    assert f"held out a            band_ratio {round(lim_a, 3)}" in out
+    assert f"held out b            band_ratio {round(lim_b, 3)}" in out
+    # a's tight normal range gives b a high limit (both of b's banded sides found); b's wide one
+    # gives a a low limit (only a's darker side found): 3 of 4
+    assert 0.93 < lim_b < 0.95 and 0.70 < lim_a < 0.80
+    assert re.search(r"bilateral_0.05\s+sensitivity 0.750", out)
+    # ...and b's own 0.90 no-band hemisphere falls below that limit: 11 of 12 right
+    assert "Specificity on left-out brains: 0.917 (12 no-band hemispheres" in out

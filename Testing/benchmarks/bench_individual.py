@@ -21,6 +21,7 @@ Targets (issue 11): Dice >= 0.7 per hemisphere; sensitivity >= 0.95 at >= 0.05 p
 specificity >= 0.95; focal bands in the right region; ageing flagged, never called a band.
 
     python Testing/benchmarks/bench_individual.py [--quick] [--seeds 1 2] [--t1 | --parcellation] [--json out.json]
+    python Testing/benchmarks/bench_individual.py --combine clab.json s1.json   # pool earlier runs
 """
 
 from __future__ import annotations
@@ -173,6 +174,13 @@ def evaluate(rows, brains=BRAINS) -> dict:
     return out
 
 
+def _print_row(r) -> None:
+    print(f"{r['brain']:12s} {r['scenario']:22s} {r['seed']:4d}  {r['dice'][0]:6.3f} {r['dice'][1]:6.3f}  "
+          f"{r['ratio']['left'] or float('nan'):7.3f} {r['ratio']['right'] or float('nan'):7.3f}  "
+          f"{r['pattern']:10s}  {r['expected_pattern']:10s}  {str(r['diffuse']):5s}/{str(r['expected_diffuse']):5s} "
+          f"{r['seconds']:5.0f}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one seed, four scenarios")
@@ -185,6 +193,9 @@ def main(argv=None) -> int:
                          "atlas route")
     ap.add_argument("--t1", action="store_true",
                     help="the --t1 route (the sulcus found on each brain's own T1) instead of the magnitude-only route")
+    ap.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                    help="run nothing: pool the rows of earlier --json files (e.g. one per brain, or seed 1 of "
+                         "every scenario plus seed 2 of the no-band ones) and print the same summary over them")
     a = ap.parse_args(argv)
     if a.t1 and a.parcellation:
         ap.error("give --t1 or --parcellation, not both")
@@ -192,15 +203,18 @@ def main(argv=None) -> int:
     scen = tuple(a.scenarios) if a.scenarios else (QUICK if a.quick else tuple(SCENARIOS))
     rows = []
     print(f"{'brain':12s} {'scenario':22s} seed  dice_L dice_R  ratio_L ratio_R  call        truth       diffuse   s")
-    for brain in a.brains:
+    if a.combine:
+        for path in a.combine:
+            rows += json.loads(Path(path).read_text())["rows"]
+        a.brains = [b for b in dict.fromkeys(r["brain"] for r in rows)]
+    for r in rows:
+        _print_row(r)
+    for brain in ([] if a.combine else a.brains):
         for name in scen:
             for seed in seeds:
                 r = run_case(brain, name, seed, parcellation=a.parcellation, t1=a.t1)
                 rows.append(r)
-                print(f"{brain:12s} {name:22s} {seed:4d}  {r['dice'][0]:6.3f} {r['dice'][1]:6.3f}  "
-                      f"{r['ratio']['left'] or float('nan'):7.3f} {r['ratio']['right'] or float('nan'):7.3f}  "
-                      f"{r['pattern']:10s}  {r['expected_pattern']:10s}  {str(r['diffuse']):5s}/{str(r['expected_diffuse']):5s} "
-                      f"{r['seconds']:5.0f}", flush=True)
+                _print_row(r)
     ev = evaluate(rows, a.brains)
     print(f"\nDice per brain (mean over cases; target >= {0.8 if a.parcellation else 0.7}; "
           f"{'parcellation' if a.parcellation else 't1' if a.t1 else 'atlas'} route):")
