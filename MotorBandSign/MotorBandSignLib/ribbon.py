@@ -302,6 +302,7 @@ def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
 
     grid = anatomy.labels
     lab = grid.array
+    brain = anatomy.brain_mask.array > 0
     if bank_depth_mm is None:
         bank_depth_mm = sulci.DEFAULT_BANK_DEPTH_MM
     bank_ok = ctrl_ok = measured = None
@@ -319,14 +320,14 @@ def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
         drawn_only = d_wm > sulci.BANK_WM_MM
         # not measured either: the layer on the white matter and the rim at the brain's edge
         # (sulci.SURFACE_RIM_MM)
-        to_edge = ndimage.distance_transform_edt(anatomy.brain_mask.array > 0, sampling=grid.spacing_kji)
+        to_edge = ndimage.distance_transform_edt(brain, sampling=grid.spacing_kji)
         measured = (d_wm > sulci.BANK_WM_GAP_MM) & (to_edge > sulci.SURFACE_RIM_MM)
     # on the image route the bank is drawn out to the sheet's edges and measured on its core
     # (sulci.DRAWN_WALL_COSINE); a parcellation's labels bound the bank themselves
     wide = {} if anatomy.source == "parcellation" else dict(
         drawn_wall_cosine=sulci.DRAWN_WALL_COSINE, drawn_fundus_margin_mm=sulci.DRAWN_FUNDUS_MARGIN_MM)
     out, depth, core = sulci.bank_from_sulcus(
-        anatomy.sulcus.midline, anatomy.anterior_score, anatomy.brain_mask.array > 0, grid.spacing_kji,
+        anatomy.sulcus.midline, anatomy.anterior_score, brain, grid.spacing_kji,
         hull_depth=anatomy.hull_depth, bank_depth_mm=bank_depth_mm,
         control_gap_mm=sulci.CONTROL_GAP_MM,
         bank_allowed=bank_ok, control_allowed=ctrl_ok, return_core=True, **wide)
@@ -336,8 +337,7 @@ def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
         edge = np.isin(out, (1, 2)) & (~core | drawn_only)
         measured = ~edge if measured is None else measured & ~edge
         if ctrl_ok is not None:
-            _add_neighbour_control(out, depth, ctrl_ok & (anatomy.brain_mask.array > 0), grid.spacing_kji,
-                                   d_wm=anatomy.wm_distance)
+            _add_neighbour_control(out, depth, ctrl_ok & brain, grid.spacing_kji, d_wm=anatomy.wm_distance)
     warnings = []
     for side, v in (("left", 1), ("right", 2)):
         if not (out == v).any():

@@ -206,15 +206,15 @@ def main(argv=None) -> int:
     if a.combine:
         for path in a.combine:
             rows += json.loads(Path(path).read_text())["rows"]
-        a.brains = [b for b in dict.fromkeys(r["brain"] for r in rows)]
-    for r in rows:
-        _print_row(r)
-    for brain in ([] if a.combine else a.brains):
-        for name in scen:
-            for seed in seeds:
-                r = run_case(brain, name, seed, parcellation=a.parcellation, t1=a.t1)
-                rows.append(r)
-                _print_row(r)
+        a.brains = list(dict.fromkeys(r["brain"] for r in rows))
+        for r in rows:
+            _print_row(r)
+    else:
+        for brain in a.brains:
+            for name in scen:
+                for seed in seeds:
+                    rows.append(run_case(brain, name, seed, parcellation=a.parcellation, t1=a.t1))
+                    _print_row(rows[-1])
     ev = evaluate(rows, a.brains)
     print(f"\nDice per brain (mean over cases; target >= {0.8 if a.parcellation else 0.7}; "
           f"{'parcellation' if a.parcellation else 't1' if a.t1 else 'atlas'} route):")
