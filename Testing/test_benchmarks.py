@@ -113,3 +113,11 @@ def test_bench_individual_combine_pools_earlier_runs(tmp_path, capsys):
     assert re.search(r"bilateral_0.05\s+sensitivity 0.750", out)
     # ...and b's own 0.90 no-band hemisphere falls below that limit: 11 of 12 right
     assert "Specificity on left-out brains: 0.917 (12 no-band hemispheres" in out
+    # a file that is not one of its --json outputs: exit 2 with the file named and the fix, no traceback
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--combine", str(bad)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--combine: {bad} is not a --json output of this benchmark (KeyError" in err and "--json FILE" in err

@@ -205,7 +205,11 @@ def main(argv=None) -> int:
     print(f"{'brain':12s} {'scenario':22s} seed  dice_L dice_R  ratio_L ratio_R  call        truth       diffuse   s")
     if a.combine:
         for path in a.combine:
-            rows += json.loads(Path(path).read_text())["rows"]
+            try:
+                rows += json.loads(Path(path).read_text())["rows"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                ap.error(f"--combine: {path} is not a --json output of this benchmark ({type(exc).__name__}: "
+                         f"{exc}); write one with --json FILE first")
         a.brains = list(dict.fromkeys(r["brain"] for r in rows))
         for r in rows:
             _print_row(r)
