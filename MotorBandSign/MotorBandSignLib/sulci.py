@@ -10,7 +10,9 @@ the subject's image:
    magnitude) after N4 bias correction: the voxels whose intensity lies within a few SDs of
    the deep brain's histogram mode (>= :data:`DEEP_MM` from the brain's hull, mostly white
    matter). The rule is two-sided, so it holds whether white matter is brighter (T1-weighted
-   spoiled GRE) or darker (proton-density-like SWI) than cortex.
+   spoiled GRE) or darker (proton-density-like SWI) than cortex. Where noise hides the
+   cortex's level in the histogram (SNR ~20), the image is smoothed a little more and classified
+   again (:data:`DENOISE_STEPS_MM`).
 2. **Sulcal midlines** are the medial surfaces of the non-white-matter space inside the
    brain: voxels whose nearest white-matter points, seen from neighbouring voxels, jump from
    one bank of a sulcus to the other (a discontinuity of the Euclidean feature transform;
