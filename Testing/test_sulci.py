@@ -222,3 +222,33 @@ def test_bank_is_drawn_to_the_sheets_edges_and_measured_on_its_core():
     assert z[extra].max() <= 12                                         # <= 2 mm below the fundus
     # 2 mm beyond the sheet's end, 1 mm in front of its plane (z = 5, y = 1, x = 12): drawn, not measured
     assert wide[5, 11, 32] == 1 and not core[5, 11, 32] and strict[5, 11, 32] == 0
+
+
+def test_wall_by_white_matter_takes_the_cortex_of_the_precentral_white_matter():
+    """A closed sulcus (sheet y = 0, anterior +y, fundus at depth z = 12) between two gyri whose
+    white matter starts 4 mm either side (|y| >= 4): every cortex voxel takes the side of its
+    nearest white matter, so the wall is the anterior cortex from the sheet to the white matter
+    (1 <= y <= 3; the sheet's own voxels, equidistant from both, may go either way), nothing
+    behind the sheet, nothing deeper than 2 mm below the fundus (sulci.DRAWN_FUNDUS_MARGIN_MM),
+    and a voxel already labelled (the other side's) is never taken."""
+    shape = (30, 30, 40)                                  # k = z (depth below the hull), j = y, i = x
+    z, y, x = np.meshgrid(np.arange(shape[0]) * 1.0, np.arange(shape[1]) - 15.0, np.arange(shape[2]) - 20.0,
+                          indexing="ij")
+    wm = (np.abs(y) >= 4) | (z >= 16)                      # gyral white matter; deep white matter below
+    sheet = ((y == 0) & (np.abs(x) <= 15) & (z <= 12)).astype(np.uint8)
+    brain = np.ones(shape, bool)
+    hull = z.astype(np.float32)
+    wall, depth = sulci.wall_by_white_matter(sheet, y.astype(np.float32), brain, wm, SP, hull_depth=hull,
+                                             bank_depth_mm=3.0)
+    w = wall == 1
+    inside = (np.abs(x) <= 12) & (z <= 12)
+    assert np.array_equal(w & inside & (y != 0), inside & (y >= 1) & (y <= 3))
+    assert not (w & (y < 0)).any() and not (w & wm).any()
+    assert z[w].max() <= 12 + sulci.DRAWN_FUNDUS_MARGIN_MM
+    assert np.allclose(depth[w & inside & (y != 0)], y[w & inside & (y != 0)])   # distance from the sheet
+    # a second sheet's label is never overwritten: the right-hand copy of the same sulcus finds
+    # its voxels taken
+    both = sheet.copy()
+    both[(y == 0) & (np.abs(x) <= 15) & (z <= 12) & (x > 0)] = 2
+    two, _ = sulci.wall_by_white_matter(both, y.astype(np.float32), brain, wm, SP, hull_depth=hull, bank_depth_mm=3.0)
+    assert set(np.unique(two)) == {0, 1, 2} and not ((two == 2) & (x < -1)).any()

@@ -338,6 +338,17 @@ def _ribbon_from_sulcus(anatomy, hk, bank_depth_mm=None) -> Ribbon:
         measured = ~edge if measured is None else measured & ~edge
         if ctrl_ok is not None:
             _add_neighbour_control(out, depth, ctrl_ok & brain, grid.spacing_kji, d_wm=anatomy.wm_distance)
+        if getattr(anatomy, "wm_distance", None) is not None:
+            # the drawn bank also takes the cortex of the precentral wall's white-matter surface
+            # (sulci.wall_by_white_matter), where no other label is: drawn, not measured, so the
+            # measured bank and control, and the thresholds fitted on them, are unchanged
+            wall, wall_depth = sulci.wall_by_white_matter(
+                anatomy.sulcus.midline, anatomy.anterior_score, brain, (anatomy.wm_distance == 0) & brain,
+                grid.spacing_kji, hull_depth=anatomy.hull_depth, bank_depth_mm=bank_depth_mm)
+            added = (wall > 0) & (out == 0)
+            out[added] = wall[added]
+            depth[added] = wall_depth[added]
+            measured &= ~added
     warnings = []
     for side, v in (("left", 1), ("right", 2)):
         if not (out == v).any():

@@ -57,6 +57,7 @@ from scipy import ndimage
 from .errors import InputError
 
 __all__ = ["CentralSulcus", "white_matter", "sulcal_midlines", "find_central_sulcus", "bank_from_sulcus",
+           "wall_by_white_matter",
            "hull_depth", "interface_midline", "oriented_normals",
            "DEFAULT_BANK_DEPTH_MM", "CONTROL_GAP_MM"]
 
@@ -662,6 +663,97 @@ def oriented_normals(points_mm: np.ndarray, toward: np.ndarray, spacing_kji,
     return normals
 
 
+def _sheet_normals(sheet: np.ndarray, anterior_score: np.ndarray, sp: np.ndarray) -> tuple:
+    """The sheet's voxels (N, 3 kji), their unit normals oriented towards the precentral side
+    (:func:`oriented_normals` along the smoothed gradient of ``anterior_score``), whether each
+    faces the precentral gyrus (:data:`SHEET_FACING_COSINE`), and an int64 array over ``sheet``'s
+    grid giving each sheet voxel's row (-1 elsewhere)."""
+    sheet_kji = np.argwhere(sheet)
+    score = ndimage.gaussian_filter(anterior_score.astype(np.float32), ANTERIOR_SMOOTH_MM / sp)
+    grad = np.stack([g[tuple(sheet_kji.T)] for g in np.gradient(score, *sp)], axis=1)
+    normals = oriented_normals(sheet_kji * sp, grad, sp)
+    toward = grad / np.maximum(np.linalg.norm(grad, axis=1, keepdims=True), 1e-12)
+    facing = np.einsum("ij,ij->i", normals, toward) >= SHEET_FACING_COSINE
+    row = np.full(sheet.shape, -1, np.int64)
+    row[tuple(sheet_kji.T)] = np.arange(len(sheet_kji))
+    return sheet_kji, normals, facing, row
+
+
+def wall_by_white_matter(sulcus_midline: np.ndarray, anterior_score: np.ndarray, brain: np.ndarray,
+                         wm: np.ndarray, spacing_kji, *, hull_depth: np.ndarray,
+                         bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM, wm_mm: float | None = None,
+                         fundus_margin_mm: float = DRAWN_FUNDUS_MARGIN_MM) -> tuple:
+    """The precentral wall of each hemisphere's sulcus as the cortex of its white-matter surface.
+
+    Each cortex voxel belongs to the wall whose white matter is nearest to it (a Voronoi
+    partition of the cortex by the white-matter surface, as a cortex voxel lies between its own
+    gyrus's white matter and the sulcus). The white-matter surface voxels near the sheet are put
+    on the precentral or the postcentral side by their offset from the nearest sheet voxel along
+    its oriented normal: they lie a cortical thickness from the sheet, so the sign is clear where
+    the offset of a cortex voxel next to the sheet (:func:`bank_from_sulcus`) is a fraction of a
+    voxel and flips with the normal's tilt, and the sheet's own voxels, which hold the outer
+    cortex of a closed sulcus, are assigned too. On the development localisations (clab and
+    pycortex S1, seed 1, ten cases, 20 hemispheres; offline) adding this wall to the drawn bank
+    raised mean ribbon Dice 0.578 -> 0.615 (19 hemispheres up, one down by 0.004); alone it gave
+    0.605. Development-set check, not held out.
+
+    Parameters
+    ----------
+    sulcus_midline : uint8, 1 left / 2 right sheet voxels.
+    anterior_score : larger towards the precentral gyrus (as in :func:`bank_from_sulcus`).
+    wm : bool, the white matter found on the localisation image.
+    hull_depth : depth below the brain's hull (mm); a wall voxel is at most ``fundus_margin_mm``
+        deeper than its nearest sheet voxel.
+    bank_depth_mm : reach from the sheet (mm); ``wm_mm``: reach from white matter (mm, default
+        :data:`BANK_WM_MM` plus :data:`DRAWN_WM_VOXELS` of the coarsest voxel).
+
+    Returns ``(labels, depth)``: uint8 1/2 (the wall of the left / right sheet; 0 elsewhere) and
+    float32 distance (mm) from that sheet.
+    """
+    sp = np.asarray(spacing_kji, float)
+    wm = np.asarray(wm, bool)
+    if wm_mm is None:
+        wm_mm = BANK_WM_MM + DRAWN_WM_VOXELS * float(sp.max())
+    labels = np.zeros(sulcus_midline.shape, np.uint8)
+    depth = np.zeros(sulcus_midline.shape, np.float32)
+    surface_reach = bank_depth_mm + wm_mm + float(sp.max())
+    for h in (1, 2):
+        sheet = sulcus_midline == h
+        if not sheet.any() or not wm.any():
+            continue
+        pad = np.ceil((surface_reach + 2) / sp).astype(int)
+        nz = np.argwhere(sheet)
+        lo = np.maximum(nz.min(0) - pad, 0)
+        hi = np.minimum(nz.max(0) + pad + 1, np.array(sheet.shape))
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        s, w = sheet[box], wm[box]
+        if not w.any():
+            continue
+        _, normals, facing, row = _sheet_normals(s, anterior_score[box], sp)
+        d_s, idx_s = ndimage.distance_transform_edt(~s, sampling=sp, return_indices=True)
+        # the white-matter surface near the sheet, on the precentral (+1) or postcentral (-1) side
+        surf = w & ~ndimage.binary_erosion(w) & (d_s <= surface_reach)
+        near_s = tuple(i[surf] for i in idx_s)
+        r = row[near_s]
+        side = np.einsum("ij,ij->i", (np.argwhere(surf) - np.stack(near_s, axis=1)) * sp, normals[r])
+        wall = np.zeros(s.shape, np.int8)
+        sv = tuple(np.argwhere(surf).T)
+        wall[sv] = np.where(facing[r], np.sign(side), 0).astype(np.int8)
+        # cortex: each voxel takes the side of its nearest white-matter voxel
+        d_w, idx_w = ndimage.distance_transform_edt(~w, sampling=sp, return_indices=True)
+        cand = brain[box] & ~w & (d_w <= wm_mm) & (d_s <= bank_depth_mm)
+        own = wall[tuple(i[cand] for i in idx_w)] > 0
+        near_c = tuple(i[cand] for i in idx_s)
+        shallow = hull_depth[box][cand] - hull_depth[box][near_c] <= fundus_margin_mm
+        pick = np.zeros(s.shape, bool)
+        pick[cand] = own & shallow
+        lab_box, dep_box = labels[box], depth[box]
+        pick &= lab_box == 0
+        lab_box[pick] = h
+        dep_box[pick] = d_s[pick]
+    return labels, depth
+
+
 def bank_from_sulcus(sulcus_midline: np.ndarray, anterior_score: np.ndarray, brain: np.ndarray, spacing_kji, *,
                      hull_depth: np.ndarray, bank_depth_mm: float = DEFAULT_BANK_DEPTH_MM,
                      control_gap_mm: float = CONTROL_GAP_MM, fundus_margin_mm: float = FUNDUS_MARGIN_MM,
@@ -715,15 +807,7 @@ def bank_from_sulcus(sulcus_midline: np.ndarray, anterior_score: np.ndarray, bra
         d, idx = ndimage.distance_transform_edt(~s, sampling=sp, return_indices=True)
         near = (d <= reach) & brain[box]
         nk, nj, ni = (i[near] for i in idx)
-        # the sheet's normals, oriented towards the precentral side
-        sheet_kji = np.argwhere(s)
-        score = ndimage.gaussian_filter(anterior_score[box].astype(np.float32), ANTERIOR_SMOOTH_MM / sp)
-        grad = np.stack([g[tuple(sheet_kji.T)] for g in np.gradient(score, *sp)], axis=1)
-        normals = oriented_normals(sheet_kji * sp, grad, sp)
-        toward = grad / np.maximum(np.linalg.norm(grad, axis=1, keepdims=True), 1e-12)
-        facing = np.einsum("ij,ij->i", normals, toward) >= SHEET_FACING_COSINE
-        row = np.full(s.shape, -1, np.int64)
-        row[tuple(sheet_kji.T)] = np.arange(len(sheet_kji))
+        sheet_kji, normals, facing, row = _sheet_normals(s, anterior_score[box], sp)
         r = row[nk, nj, ni]
         offset = (np.argwhere(near) - np.stack([nk, nj, ni], axis=1)) * sp     # from the sheet, mm
         side = np.einsum("ij,ij->i", offset, normals[r])
