@@ -663,6 +663,15 @@ def oriented_normals(points_mm: np.ndarray, toward: np.ndarray, spacing_kji,
     return normals
 
 
+def _box_around(mask: np.ndarray, pad_mm: float, sp: np.ndarray) -> tuple:
+    """Slices of the bounding box of ``mask`` grown by ``pad_mm`` on every side (within the grid)."""
+    pad = np.ceil(pad_mm / sp).astype(int)
+    nz = np.argwhere(mask)
+    lo = np.maximum(nz.min(0) - pad, 0)
+    hi = np.minimum(nz.max(0) + pad + 1, np.array(mask.shape))
+    return tuple(slice(a, b) for a, b in zip(lo, hi))
+
+
 def _sheet_normals(sheet: np.ndarray, anterior_score: np.ndarray, sp: np.ndarray) -> tuple:
     """The sheet's voxels (N, 3 kji), their unit normals oriented towards the precentral side
     (:func:`oriented_normals` along the smoothed gradient of ``anterior_score``), whether each
@@ -721,11 +730,7 @@ def wall_by_white_matter(sulcus_midline: np.ndarray, anterior_score: np.ndarray,
         sheet = sulcus_midline == h
         if not sheet.any() or not wm.any():
             continue
-        pad = np.ceil((surface_reach + 2) / sp).astype(int)
-        nz = np.argwhere(sheet)
-        lo = np.maximum(nz.min(0) - pad, 0)
-        hi = np.minimum(nz.max(0) + pad + 1, np.array(sheet.shape))
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        box = _box_around(sheet, surface_reach + 2, sp)
         s, w = sheet[box], wm[box]
         if not w.any():
             continue
@@ -798,11 +803,7 @@ def bank_from_sulcus(sulcus_midline: np.ndarray, anterior_score: np.ndarray, bra
         sheet = sulcus_midline == h
         if not sheet.any():
             continue
-        pad = np.ceil((reach + 2) / sp).astype(int)
-        nz = np.argwhere(sheet)
-        lo = np.maximum(nz.min(0) - pad, 0)
-        hi = np.minimum(nz.max(0) + pad + 1, np.array(sheet.shape))
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        box = _box_around(sheet, reach + 2, sp)
         s = sheet[box]
         d, idx = ndimage.distance_transform_edt(~s, sampling=sp, return_indices=True)
         near = (d <= reach) & brain[box]
