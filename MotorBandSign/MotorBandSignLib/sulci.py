@@ -291,7 +291,8 @@ def white_matter(image: np.ndarray, brain: np.ndarray, spacing_kji, *, hull_dept
         info["denoise_mm"] = pre_mm
         if info["cortex_level"] is not None:
             return wm, info
-        first = first or (wm, info)
+        if first is None:
+            first = (wm, info)
     # no step showed the cortex's peak: the undenoised classification, as without the steps
     return first
 
@@ -728,7 +729,7 @@ def wall_by_white_matter(sulcus_midline: np.ndarray, anterior_score: np.ndarray,
     surface_reach = bank_depth_mm + wm_mm + float(sp.max())
     for h in (1, 2):
         sheet = sulcus_midline == h
-        if not sheet.any() or not wm.any():
+        if not sheet.any():
             continue
         box = _box_around(sheet, surface_reach + 2, sp)
         s, w = sheet[box], wm[box]
@@ -738,12 +739,12 @@ def wall_by_white_matter(sulcus_midline: np.ndarray, anterior_score: np.ndarray,
         d_s, idx_s = ndimage.distance_transform_edt(~s, sampling=sp, return_indices=True)
         # the white-matter surface near the sheet, on the precentral (+1) or postcentral (-1) side
         surf = w & ~ndimage.binary_erosion(w) & (d_s <= surface_reach)
+        surf_kji = np.argwhere(surf)
         near_s = tuple(i[surf] for i in idx_s)
         r = row[near_s]
-        side = np.einsum("ij,ij->i", (np.argwhere(surf) - np.stack(near_s, axis=1)) * sp, normals[r])
+        side = np.einsum("ij,ij->i", (surf_kji - np.stack(near_s, axis=1)) * sp, normals[r])
         wall = np.zeros(s.shape, np.int8)
-        sv = tuple(np.argwhere(surf).T)
-        wall[sv] = np.where(facing[r], np.sign(side), 0).astype(np.int8)
+        wall[tuple(surf_kji.T)] = np.where(facing[r], np.sign(side), 0).astype(np.int8)
         # cortex: each voxel takes the side of its nearest white-matter voxel
         d_w, idx_w = ndimage.distance_transform_edt(~w, sampling=sp, return_indices=True)
         cand = brain[box] & ~w & (d_w <= wm_mm) & (d_s <= bank_depth_mm)
