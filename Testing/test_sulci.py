@@ -252,3 +252,30 @@ def test_wall_by_white_matter_takes_the_cortex_of_the_precentral_white_matter():
     both[(y == 0) & (np.abs(x) <= 15) & (z <= 12) & (x > 0)] = 2
     two, _ = sulci.wall_by_white_matter(both, y.astype(np.float32), brain, wm, SP, hull_depth=hull, bank_depth_mm=3.0)
     assert set(np.unique(two)) == {0, 1, 2} and not ((two == 2) & (x < -1)).any()
+
+
+def _broken_sheet(shift_vox: int):
+    """A vertical sheet (j = 30) whose lower half (k < 20) is displaced by ``shift_vox`` voxels
+    along j: a break in the midline such as noise leaves between two 3 mm slabs."""
+    shape = (40, 80, 30)
+    cand = np.zeros(shape, bool)
+    cand[20:38, 30, 5:25] = True
+    cand[2:20, 30 + shift_vox, 5:25] = True
+    return cand
+
+
+@pytest.mark.parametrize("spacing,shift,continues", [
+    ((1.0, 1.0, 1.0), 3, True),      # 3 mm: within sulci.CHAIN_GAP_MM (two voxels along an axis stopped it before)
+    ((1.0, 1.0, 1.0), 6, False),     # 6 mm: another sheet, not this one's continuation
+    ((1.0, 0.5, 1.0), 6, True),      # six voxels of 0.5 mm = 3 mm: the rule is in mm, not voxels
+])
+def test_sheet_follows_a_break_of_a_few_mm_but_not_a_jump_to_another_sulcus(spacing, shift, continues):
+    cand = _broken_sheet(shift)
+    w = np.where(cand, 1.0, 0.0)
+    w[2:20] *= 0.5                   # the upper half scores best: the sheet starts there
+    sp = np.asarray(spacing)
+    ijk_to_ras = np.diag([sp[2], sp[1], sp[0], 1.0])
+    sheet = sulci._sheet_by_slabs(cand, w, ijk_to_ras, (0, 0, 0), sulci.SLAB_MM, spacing_kji=sp)
+    assert sheet[20:38].sum() == cand[20:38].sum()                    # the whole upper half
+    lower = sheet[2:20].sum()
+    assert lower == (cand[2:20].sum() if continues else 0)
