@@ -595,7 +595,7 @@ def _sheet_by_slabs(cand: np.ndarray, w: np.ndarray, ijk_to_ras: np.ndarray, lo,
         b = np.arange(allowed.size)
         allowed = (b >= b_hi) & (b <= b_lo)
     struct = np.ones((3, 3, 3), bool)
-    pieces = {}          # slab -> (lab array over the whole box, scores per label)
+    pieces = {}          # slab -> (lab array over the whole box, scores per label, the slab's voxels)
     for b in np.flatnonzero(allowed):
         sel = kji[bins == b]
         if not len(sel):
@@ -606,7 +606,7 @@ def _sheet_by_slabs(cand: np.ndarray, w: np.ndarray, ijk_to_ras: np.ndarray, lo,
         idx = np.arange(1, n + 1)
         wsum = ndimage.sum_labels(w, lab, index=idx)
         count = ndimage.sum_labels(np.ones_like(w), lab, index=idx)
-        pieces[int(b)] = (lab, wsum * wsum / np.maximum(count, 1))
+        pieces[int(b)] = (lab, wsum * wsum / np.maximum(count, 1), sel)
     sheet = np.zeros(cand.shape, bool)
     if not pieces:
         return sheet
@@ -615,17 +615,16 @@ def _sheet_by_slabs(cand: np.ndarray, w: np.ndarray, ijk_to_ras: np.ndarray, lo,
     sheet |= first
     sp = np.asarray(spacing_kji, float)
     for step in (-1, 1):                                   # up, then down
-        prev, b = first, start + step
+        prev, b = np.argwhere(first), start + step          # voxels of the piece chosen last
         while b in pieces:
-            lab, score = pieces[b]
-            here = np.argwhere(lab > 0)
-            dist, _ = cKDTree(np.argwhere(prev) * sp).query(here * sp, distance_upper_bound=gap_mm + 1e-6)
+            lab, score, here = pieces[b]
+            dist, _ = cKDTree(prev * sp).query(here * sp, distance_upper_bound=gap_mm + 1e-6)
             touching = np.unique(lab[tuple(here[np.isfinite(dist)].T)])
             if not len(touching):
                 break
             best = int(touching[np.argmax(score[touching - 1])])
-            prev = lab == best
-            sheet |= prev
+            prev = here[lab[tuple(here.T)] == best]
+            sheet[tuple(prev.T)] = True
             b += step
     return sheet
 
