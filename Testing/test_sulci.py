@@ -279,3 +279,24 @@ def test_sheet_follows_a_break_of_a_few_mm_but_not_a_jump_to_another_sulcus(spac
     assert sheet[20:38].sum() == cand[20:38].sum()                    # the whole upper half
     lower = sheet[2:20].sum()
     assert lower == (cand[2:20].sum() if continues else 0)
+
+
+@pytest.mark.parametrize("contrast", ["pd-weighted, dark sulcal csf", "pd-weighted, bright csf", "t1-weighted"])
+def test_polarity_is_the_side_of_the_cortex_peak_not_of_the_mantles_mass(contrast):
+    """A cortical mantle whose grey/white contrast is small (cortex 8 % off white matter) with
+    more of its mass on the other side of white matter (sulcal CSF darkened by veins and partial
+    volume on a proton-density-weighted magnitude): the polarity follows the cortex's peak, the
+    one nearer to white matter, and white matter ends midway to it. The mantle's mass alone
+    (below 0.47 > above 0.26) made the cortex darker than white matter (sulci._polarity)."""
+    rng = np.random.default_rng(3)
+    sign, csf_level = {"pd-weighted, dark sulcal csf": (1, 0.6), "pd-weighted, bright csf": (1, 1.45),
+                       "t1-weighted": (-1, 0.45)}[contrast]
+    wm = rng.normal(1.0, 0.025, 30_000)
+    ctx = rng.normal(1.0 + sign * 0.08, 0.03, 40_000)
+    csf = rng.normal(csf_level, 0.12, 60_000)
+    values = np.concatenate([wm, ctx, csf])
+    bins = np.linspace(*np.percentile(values, [0.5, 99.5]), sulci.HIST_BINS + 1)
+    below, above = float(np.mean(values < 0.95)), float(np.mean(values > 1.05))
+    polarity, level = sulci._polarity(values, bins, 1.0, 0.025, below, above)
+    assert polarity == -sign
+    assert level is not None and abs(level - (1.0 + sign * 0.08)) < 0.02, level

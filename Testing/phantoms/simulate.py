@@ -138,7 +138,11 @@ class ConfigMixin:
 
     def hash_with(self, code_version: str) -> str:
         """SHA-1 (16 hex digits) of the config's JSON and ``code_version``."""
-        s = json.dumps(self.to_dict(), sort_keys=True) + code_version
+        d = self.to_dict()
+        for k in getattr(self, "HASH_OMIT_IF_NONE", ()):
+            if d.get(k) is None:        # a setting added later: unset, the earlier cases keep their keys
+                d.pop(k, None)
+        s = json.dumps(d, sort_keys=True) + code_version
         return hashlib.sha1(s.encode()).hexdigest()[:16]
 
 
@@ -383,6 +387,12 @@ def forward_phase(chi_ppm, spacing_kji, te_s, b0_t=3.0, handedness="right", pad=
     return physics.phase_from_field(field, te_s, b0_t, handedness)
 
 
+def flip_of(cfg) -> float:
+    """The config's flip angle (deg): its ``flip_deg`` when it has one set, else :data:`FLIP_DEG`."""
+    flip = getattr(cfg, "flip_deg", None)
+    return FLIP_DEG if flip is None else float(flip)
+
+
 def _spgr(m0, t1, tr, flip_deg):
     """Spoiled-GRE steady state factor (Ernst): M0 sin a (1 - E1) / (1 - cos a E1)."""
     a = np.radians(flip_deg)
@@ -547,6 +557,7 @@ def tissue_signals(frac: dict, iron_gm, iron_wm, field, p: float, cfg, phase0: f
     """
     tes = cfg.echo_times
     tr = max(TR_S, max(tes) + 0.008)
+    flip = flip_of(cfg)
     gyro = 2 * np.pi * physics.GAMMA_BAR_HZ_PER_T * cfg.field_strength_t * 1e-6  # rad/s per ppm
     sign = -1.0 if cfg.handedness == "right" else 1.0
     grads = np.gradient(field, p)  # ppm/mm along k, j, i
@@ -562,7 +573,7 @@ def tissue_signals(frac: dict, iron_gm, iron_wm, field, p: float, cfg, phase0: f
                 r2 = r2 + np.float32(R2S_PER_PPM_IRON) * iron_gm
             elif k == "wm":
                 r2 = r2 + np.float32(R2S_PER_PPM_IRON) * iron_wm
-            mag += fr * np.float32(_spgr(m0, t1, tr, FLIP_DEG)) * np.exp(np.float32(-te) * r2)
+            mag += fr * np.float32(_spgr(m0, t1, tr, flip)) * np.exp(np.float32(-te) * r2)
         for g_ in grads:
             mag *= np.abs(np.sinc(np.float32(gyro * te * p / (2 * np.pi)) * g_))
         ph = np.float32(sign * gyro * te) * field + np.float32(phase0)
