@@ -24,6 +24,8 @@ SCENARIOS = {
     "diffuse": dict(band="none", diffuse_ppm=0.03),
     # proton-density-weighted magnitude: cortex brighter than white matter, pure CSF brightest
     "none_flip6": dict(band="none", flip_deg=6.0),
+    # grey and white matter alike on the magnitude (0.99x)
+    "bilateral_flip10": dict(band="bilateral", delta_chi_ppm=0.08, flip_deg=10.0),
 }
 
 
@@ -258,3 +260,15 @@ def test_cortex_brighter_than_white_matter_is_recognised(run, brain):
     assert info["polarity"] == -1, info
     assert info["wm_level"] < info["cortex_level"] < 1.5 * info["wm_level"], info
     assert info["wm_bounds"][1] < info["cortex_level"], info
+
+
+@pytest.mark.parametrize("brain", BRAINS)
+def test_no_grey_white_contrast_is_warned_about(run, brain):
+    """At a 10 deg flip grey and white matter are alike on the magnitude: the cortex's level never
+    shows in the histogram, white matter takes in much of the cortex, and the user is told to
+    check the ribbon or give a T1 (before, the bands were missed without a word)."""
+    _, res = run(brain, "bilateral_flip10")
+    info = res.anatomy.info["sulcal"]
+    assert info["cortex_level"] is None, info
+    msg = [w for w in res.warnings if "cortex's level did not show" in w]
+    assert len(msg) == 1 and "give a T1 (--t1)" in msg[0], res.warnings

@@ -336,6 +336,15 @@ def locate_sulcus(anat: Anatomy, image: np.ndarray) -> Anatomy:
             wm, info = None, {"error": str(exc)}
             anat.warnings.append(f"The central sulcus could not be found on the image ({exc}); the atlas's "
                                  "sulcus is used instead.")
+        if wm is not None and info.get("cortex_level") is None:
+            # no cortex peak even after denoising: white matter ended at its own tolerance and
+            # may hold much of the cortex (at a 10 deg flip, TR 28 ms, grey and white matter are
+            # alike on the magnitude: 66 % of pycortex S1's brain became white matter and its
+            # 0.08 ppm bands were missed without a word)
+            anat.warnings.append(
+                "The cortex's level did not show in the localisation image's histogram (grey/white contrast too "
+                f"low or hidden by noise; {100 * info.get('wm_fraction_of_brain', 0):.0f} % of the brain was taken "
+                "as white matter): the central sulcus found may be wrong. Check the ribbon, or give a T1 (--t1).")
         if wm is not None:
             mid, d_wm = sulci.sulcal_midlines(wm, brain, sp, hull_depth=hull)
             anat.wm_distance = d_wm
