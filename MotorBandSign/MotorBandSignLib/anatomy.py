@@ -344,7 +344,8 @@ def locate_sulcus(anat: Anatomy, image: np.ndarray) -> Anatomy:
             anat.warnings.append(
                 "The cortex's level did not show in the localisation image's histogram (grey/white contrast too "
                 f"low or hidden by noise; {100 * info.get('wm_fraction_of_brain', 0):.0f} % of the brain was taken "
-                "as white matter): the central sulcus found may be wrong. Check the ribbon, or give a T1 (--t1).")
+                "as white matter): the central sulcus found may be wrong. Check the ribbon, or give a T1 (--t1) or a "
+                "parcellation (--parcellation).")
         if wm is not None:
             mid, d_wm = sulci.sulcal_midlines(wm, brain, sp, hull_depth=hull)
             anat.wm_distance = d_wm

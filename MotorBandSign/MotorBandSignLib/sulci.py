@@ -348,11 +348,11 @@ def _white_matter_once(img: np.ndarray, brain: np.ndarray, sp: np.ndarray, depth
     shell = brain & (depth >= MANTLE_MM[0]) & (depth <= MANTLE_MM[1])
     nv = flat[shell]
     below, above = float(np.mean(nv < lower)), float(np.mean(nv > upper))
-    polarity, i_ctx = _polarity(mv, bins, i_wm, sd_wm, below, above)
     if max(below, above) < 0.05:
         raise InputError(f"only {100 * max(below, above):.0f} % of the cortical mantle differs from white matter on the "
                          "localisation image: the central sulcus cannot be found on it. Give a T1 (--t1) or a "
                          "parcellation.")
+    polarity, i_ctx = _polarity(mv, bins, i_wm, sd_wm, below, above)
     # where the cortex's own level shows as a peak of the mantle's histogram, white matter ends
     # midway to it on that side (the minimum-error boundary of two classes of equal spread and
     # weight): with a white-matter spread comparable to the grey/white contrast (~10 % on GRE

@@ -64,6 +64,7 @@ EXTRA_SCENARIOS = {
     "bilateral_0.08_flip6": (dict(band="bilateral", delta_chi_ppm=0.08, flip_deg=6.0), ("left", "right"), None),
     "left_0.08_flip6": (dict(band="left", delta_chi_ppm=0.08, flip_deg=6.0), ("left",), None),
 }
+ALL_SCENARIOS = {**SCENARIOS, **EXTRA_SCENARIOS}
 QUICK = ("none", "diffuse", "bilateral_0.05", "focal_0.08")
 
 
@@ -79,7 +80,7 @@ def run_case(brain: str, scenario: str, seed: int, parcellation: bool = False, t
     from MotorBandSignLib import pipeline
     from MotorBandSignLib.params import Parameters
 
-    over, sides, region = {**SCENARIOS, **EXTRA_SCENARIOS}[scenario]
+    over, sides, region = ALL_SCENARIOS[scenario]
     c = individual.case(individual.IndividualConfig(brain=brain, seed=seed, **over))
     t0 = time.perf_counter()
     # the brain's own aparc-like labels (FreeSurfer numbers) or its own T1, posed like it
@@ -194,7 +195,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="one seed, four scenarios")
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--brains", nargs="+", default=list(BRAINS))
-    ap.add_argument("--scenarios", nargs="+", default=None, choices=sorted({**SCENARIOS, **EXTRA_SCENARIOS}),
+    ap.add_argument("--scenarios", nargs="+", default=None, choices=sorted(ALL_SCENARIOS),
                     help="default: every scenario of SCENARIOS; EXTRA_SCENARIOS run only when named here")
     ap.add_argument("--json", default=None, help="write every row and the evaluation here")
     ap.add_argument("--parcellation", action="store_true",

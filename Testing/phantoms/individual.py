@@ -83,8 +83,8 @@ class IndividualConfig(sim.ConfigMixin):
     physics_mm: float | None = None
     #: spoiled-GRE flip angle (deg); None: simulate.FLIP_DEG (15 deg). A smaller angle weights the
     #: magnitude towards proton density: sulcal CSF turns bright and cortex brighter than white
-    #: matter (at TR 28 ms and TE 20 ms, 6 deg: CSF 1.46x, grey matter 1.10x white matter; at 10 deg grey and white matter are alike, 0.99x), the contrast of
-    #: SWI protocols run with low flip angles.
+    #: matter (at TR 28 ms and TE 20 ms, 6 deg: CSF 1.46x, grey matter 1.10x white matter; at
+    #: 10 deg grey and white matter are alike, 0.99x), the contrast of low-flip SWI protocols.
     flip_deg: float | None = None
     HASH_OMIT_IF_NONE = ("flip_deg",)
 
